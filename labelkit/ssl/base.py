@@ -53,13 +53,16 @@ class Outputs:
 class MethodOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)  # unweighted loss terms, e.g. "unsup_loss"
     weights: dict[str, float] = field(default_factory=dict)  # weight of each term at this step
-    stats: dict[str, float] = field(default_factory=dict)  # mask_rate, pseudo_acc, ...
+    # mask_rate, pseudo_acc, ...: detached 0-d tensors, so the loop reads them (a GPU sync) only
+    # when it logs, not every step. NaN where a statistic is undefined (no ground truth known).
+    stats: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class MethodContext:
     num_classes: int
     num_labeled: int  # size of the labelled set (memory banks hold one slot per labelled item)
+    labeled_targets: Tensor  # (num_labeled,) class of each labelled item, indexed like Batch.idx_lb
     total_steps: int  # for ramps and schedules
     feature_dim: int  # width of the backbone's pooled features (``Outputs.feat_*``)
     embed_dim: int  # width of ``Outputs.emb_*``
