@@ -53,7 +53,8 @@ class QueueFilter:
     """Which items the labelling queue walks through.
 
     ``labeled``: False for unlabelled items only, True for labelled only, None for all.
-    ``class_id`` / ``source`` narrow labelled items to one class or one label source.
+    ``class_id`` / ``source`` select labelled items of one class or one label source (whatever
+    ``labeled`` says).
     """
 
     labeled: bool | None = False
@@ -340,9 +341,7 @@ class Store:
         with self.read() as s:
             for start in range(0, len(digests), 500):
                 chunk = digests[start : start + 500]
-                found.update(
-                    s.execute(select(Item.sha256, Item.id).where(Item.sha256.in_(chunk))).tuples().all()
-                )
+                found.update(s.execute(select(Item.sha256, Item.id).where(Item.sha256.in_(chunk))).all())
         return found
 
     def add_items(self, items: Sequence[NewItem]) -> dict[str, int]:
@@ -441,10 +440,10 @@ class Store:
         if where.source is not None:
             labelled = labelled.where(CurrentLabel.source == where.source)
         base = select(Item.id).where(Item.status == "active")
-        if where.labeled is False:
-            base = base.where(~labelled.exists())
-        elif where.labeled is True or where.class_id is not None or where.source is not None:
+        if where.labeled is True or where.class_id is not None or where.source is not None:
             base = base.where(labelled.exists())
+        elif where.labeled is False:
+            base = base.where(~labelled.exists())
         if exclude:
             base = base.where(Item.id.not_in(list(exclude)))
         queries = [
@@ -581,6 +580,12 @@ class Store:
                     .order_by(Annotation.id.desc())
                     .limit(1)
                 )
+                if previous is not None and previous.class_id is not None:
+                    restored = s.get(LabelClass, previous.class_id)
+                    if restored is None or restored.deleted_at is not None:
+                        raise UndoConflictError(
+                            f"the earlier label of item {target.item_id} is a deleted class; nothing undone"
+                        )
                 restored_class = previous.class_id if previous is not None else None
                 restored_source = previous.source if previous is not None else target.source
                 restored_model = previous.model_version_id if previous is not None else None
