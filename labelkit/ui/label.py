@@ -1,0 +1,244 @@
+"""Label page: one image at a time with a key per class, or a grid of thumbnails labelled in bulk.
+
+Every action runs in a button callback, so the page drawn after it already shows its result: the
+next item, and "Saved ✓" only once ``Store.label`` has returned (it commits before returning).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import streamlit as st
+
+from labelkit import images
+from labelkit.queue import QUEUE_ORDERS, new_start_key, queue_order
+from labelkit.store import ClassInfo, QueueFilter, Store, StoreError, UndoConflictError
+from labelkit.store.schema import SOURCES
+from labelkit.ui import resources
+from labelkit.ui.common import flash, plain, show_flash
+
+GRID_COLUMNS = 6
+GRID_SIZES = (24, 36, 48)
+STATUS_FILTERS = {"Unlabelled": False, "Labelled": True, "All": None}
+
+state = st.session_state
+
+
+def _keep_annotator() -> None:
+    # Widget values vanish when another page is shown; the plain key survives page switches.
+    state["annotator"] = state["label_annotator_input"]
+
+
+def _reset_queue() -> None:
+    state["label_current"] = None
+    state["label_seen"] = []
+    state["label_grid_page"] = 0
+
+
+def _label(store: Store, item_ids: Sequence[int], label: ClassInfo) -> None:
+    try:
+        saved = store.label_many(item_ids, label.id, annotator=state["annotator"])
+    except StoreError as error:
+        flash("error", str(error))
+        return
+    state["label_undo"].append([a.id for a in saved])
+    state["label_seen"].extend(item_ids)
+    state["label_current"] = None
+    for item_id in item_ids:
+        state.pop(f"label_pick_{item_id}", None)
+    suffix = "" if len(item_ids) == 1 else f" on {len(item_ids)} items"
+    flash("success", f"Saved ✓ {label.name}{suffix}")
+
+
+def _skip(item_id: int) -> None:
+    state["label_seen"].append(item_id)
+    state["label_current"] = None
+
+
+def _undo(store: Store) -> None:
+    step = state["label_undo"].pop()
+    try:
+        reverted = store.undo_many(list(reversed(step)), annotator=state["annotator"])
+    except UndoConflictError as error:
+        # The step can never be undone now (someone labelled the item again); drop it so the
+        # steps before it stay reachable.
+        flash("warning", str(error))
+        return
+    except StoreError as error:
+        state["label_undo"].append(step)
+        flash("error", str(error))
+        return
+    items = {a.item_id for a in reverted}
+    state["label_seen"] = [i for i in state["label_seen"] if i not in items]
+    state["label_current"] = reverted[0].item_id
+    flash("success", f"Undone ({len(reverted)} label{'s' if len(reverted) > 1 else ''})")
+
+
+def _pick_all(item_ids: Sequence[int], value: bool) -> None:
+    for item_id in item_ids:
+        state[f"label_pick_{item_id}"] = value
+
+
+def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
+    state.setdefault("annotator", os.environ.get("USER") or "expert")
+    state.setdefault("label_annotator_input", state["annotator"])
+    state.setdefault("label_start_key", new_start_key())
+    state.setdefault("label_undo", [])
+    if "label_current" not in state:
+        _reset_queue()
+    with st.sidebar:
+        st.text_input("Annotator", key="label_annotator_input", on_change=_keep_annotator, max_chars=100)
+        st.radio("Mode", ["One at a time", "Grid"], key="label_mode", horizontal=True)
+        st.selectbox("Queue order", sorted(QUEUE_ORDERS), key="label_order")
+        status = st.radio("Show", list(STATUS_FILTERS), key="label_status", horizontal=True)
+        class_id = source = None
+        if STATUS_FILTERS[status] is not False:
+            names = {c.id: c.name for c in classes}
+            class_id = st.selectbox(
+                "Class",
+                [None, *names],
+                format_func=lambda i: "any" if i is None else names[i],
+                key="label_class",
+            )
+            source = st.selectbox(
+                "Label source", [None, *SOURCES], format_func=lambda s: s or "any", key="label_source"
+            )
+        _progress(store, classes)
+    where = QueueFilter(labeled=STATUS_FILTERS[status], class_id=class_id, source=source)
+    if state.get("label_where") != where:
+        state["label_where"] = where
+        _reset_queue()
+    return where
+
+
+def _progress(store: Store, classes: list[ClassInfo]) -> None:
+    counts = store.label_counts().groupby("class_id")["count"].sum()
+    total = store.count_items()
+    labelled = int(counts.sum())
+    st.subheader("Progress")
+    st.progress(labelled / total if total else 0.0, text=f"{labelled} of {total} items labelled")
+    st.dataframe(
+        {"class": [c.name for c in classes], "labels": [int(counts.get(c.id, 0)) for c in classes]},
+        hide_index=True,
+    )
+
+
+def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
+    order = queue_order(state["label_order"])
+    if state["label_current"] is None:
+        ids = order(
+            store, where=where, start_key=state["label_start_key"], limit=1, exclude=state["label_seen"]
+        )
+        state["label_current"] = ids[0] if ids else None
+    item_id = state["label_current"]
+    undo_disabled = not ready or not state["label_undo"]
+    if item_id is None:
+        st.info("No more items match this filter.")
+        if state["label_seen"]:
+            st.button("Start over with the skipped items", on_click=_reset_queue)
+        st.button(
+            "Undo",
+            key="label_undo_button",
+            shortcut="backspace",
+            disabled=undo_disabled,
+            on_click=_undo,
+            args=(store,),
+        )
+        return
+    item = store.item(item_id)
+    picture, controls = st.columns([3, 1])
+    picture.image(images.load(store.workspace.path(item.path)), caption=item.original_name, width="stretch")
+    with controls:
+        current = store.current_label(item_id)
+        if current is not None:
+            name = next((c.name for c in classes if c.id == current.class_id), "a deleted class")
+            st.caption(plain(f"Now labelled {name} ({current.source}, by {current.annotator})"))
+        for c in classes:
+            st.button(
+                plain(c.name),
+                key=f"label_class_{c.id}",
+                shortcut=c.shortcut,
+                disabled=not ready,
+                width="stretch",
+                on_click=_label,
+                args=(store, [item_id], c),
+            )
+        st.button(
+            "Skip", key="label_skip", shortcut="right", width="stretch", on_click=_skip, args=(item_id,)
+        )
+        st.button(
+            "Undo",
+            key="label_undo_button",
+            shortcut="backspace",
+            width="stretch",
+            disabled=undo_disabled,
+            on_click=_undo,
+            args=(store,),
+        )
+
+
+def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
+    order = queue_order(state["label_order"])
+    size = st.sidebar.selectbox("Thumbnails per page", GRID_SIZES, key="label_grid_size")
+    page = state["label_grid_page"]
+    ids = order(store, where=where, start_key=state["label_start_key"], limit=size * (page + 1), exclude=())
+    ids = ids[page * size :]
+    if not ids:
+        st.info("No items on this page.")
+    columns = st.columns(GRID_COLUMNS)
+    for index, item in enumerate(store.items(ids)):
+        with columns[index % GRID_COLUMNS]:
+            st.image(images.load(store.workspace.path(item.thumb_path)), width="stretch")
+            st.checkbox(plain(item.original_name), key=f"label_pick_{item.id}")
+    picked = [i for i in ids if state.get(f"label_pick_{i}")]
+    names = {c.id: c for c in classes}
+    bar = st.columns([2, 2, 1, 1, 1, 1], vertical_alignment="bottom")
+    chosen = bar[0].selectbox(
+        "Class", list(names), format_func=lambda i: names[i].name, key="label_grid_class"
+    )
+    bar[1].button(
+        f"Assign to {len(picked)} selected",
+        key="label_grid_assign",
+        type="primary",
+        disabled=not ready or not picked,
+        on_click=_label,
+        args=(store, picked, names[chosen if chosen is not None else classes[0].id]),
+    )
+    bar[2].button("Select all", key="label_grid_all", on_click=_pick_all, args=(ids, True))
+    bar[3].button("Select none", key="label_grid_none", on_click=_pick_all, args=(ids, False))
+    if bar[4].button("Previous", key="label_grid_prev", disabled=page == 0):
+        state["label_grid_page"] = page - 1
+        st.rerun()
+    if bar[5].button("Next", key="label_grid_next", disabled=len(ids) < size):
+        state["label_grid_page"] = page + 1
+        st.rerun()
+    st.button(
+        "Undo",
+        key="label_undo_button",
+        shortcut="backspace",
+        disabled=not ready or not state["label_undo"],
+        on_click=_undo,
+        args=(store,),
+    )
+
+
+def main() -> None:
+    store = resources.store()
+    classes = store.classes()
+    where = _sidebar(store, classes)
+    st.title("Label")
+    show_flash()
+    if not classes:
+        st.info("Add classes on the Settings page first.")
+        return
+    ready = bool(state["annotator"].strip())
+    if not ready:
+        st.warning("Enter your name as annotator in the sidebar before labelling.")
+    if state["label_mode"] == "Grid":
+        _grid(store, classes, where, ready)
+    else:
+        _single(store, classes, where, ready)
+
+
+main()
