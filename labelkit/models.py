@@ -1,13 +1,253 @@
-"""Backbones. Every model returns logits, an L2-normalised embedding and the raw pooled features."""
+"""Backbones. Every model returns logits, an L2-normalised embedding and the raw pooled features.
+
+A model is a body (images → pooled features, width ``feature_dim``) with two heads: a linear
+classifier and a two-layer projection to a unit embedding (as SimMatch's head), which plots, active
+learning and the association loss use. The model also carries the per-channel mean/std its inputs
+are normalised with, so inference from uint8 images needs nothing but the model (``normalize``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
-from torch import Tensor
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from labelkit.augment import normalize
 
 
 class ModelOutput(NamedTuple):
     logits: Tensor  # (N, num_classes)
     embedding: Tensor  # (N, D), unit L2 norm: what plots, active learning and association use
     features: Tensor  # (N, F), pooled features before the classifier, not normalised
+
+
+class Classifier(nn.Module):
+    """A body plus classifier and projection heads; ``forward`` takes normalised float images."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        feature_dim: int,
+        *,
+        num_classes: int,
+        in_channels: int,
+        embed_dim: int,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.feature_dim = feature_dim
+        self.embed_dim = embed_dim
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.projector = nn.Sequential(
+            nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, embed_dim)
+        )
+        mean = [0.5] * in_channels if mean is None else list(mean)
+        std = [0.25] * in_channels if std is None else list(std)
+        if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
+            raise ValueError(f"mean/std need {in_channels} values each (std > 0), got {mean} / {std}")
+        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """uint8 images (N, C, H, W) in 0–255 → the float input ``forward`` expects."""
+        return normalize(x, self.input_mean, self.input_std)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        features = self.body(x)
+        embedding = F.normalize(self.projector(features).float(), dim=1)
+        return ModelOutput(self.classifier(features), embedding, features)
+
+
+# ---------------------------------------------------------------- WideResNet-28-2 (FixMatch)
+class _WideBlock(nn.Module):
+    """Pre-activation basic block of the FixMatch WideResNet (BN momentum 0.001, leaky ReLU 0.1)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, activate_before_residual: bool) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in, momentum=0.001)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, momentum=0.001)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = None if c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False)
+        # The first block of the network shares the pre-activation between both branches.
+        self.activate_before_residual = activate_before_residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        act = F.leaky_relu(self.bn1(x), 0.1)
+        if self.activate_before_residual:
+            x = act
+        out = self.conv1(act)
+        out = self.conv2(F.leaky_relu(self.bn2(out), 0.1))
+        return out + (x if self.shortcut is None else self.shortcut(act))
+
+
+class _WideResNetBody(nn.Module):
+    def __init__(self, in_channels: int, depth: int = 28, widen: int = 2) -> None:
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.conv = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks: list[nn.Module] = []
+        for stage in range(3):
+            for i in range(n):
+                c_in = widths[stage] if i == 0 else widths[stage + 1]
+                stride = (1 if stage == 0 else 2) if i == 0 else 1
+                blocks.append(_WideBlock(c_in, widths[stage + 1], stride, stage == 0 and i == 0))
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(widths[-1], momentum=0.001)
+        self.out_dim = widths[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.leaky_relu(self.bn(self.blocks(self.conv(x))), 0.1)
+        return out.mean(dim=(2, 3))
+
+
+# ---------------------------------------------------------------- small CNN for CPU
+class _SmallCNNBody(nn.Module):
+    """Three conv stages (16, 32, 64 channels) and global average pooling: ~36 k parameters, a few
+    MFLOPs per 16×16 image, so a CPU core trains it at hundreds of images per second."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for stage, w in enumerate(widths):
+            for _ in range(2 if stage < 2 else 1):
+                layers += [nn.Conv2d(c, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                c = w
+            if stage < 2:
+                layers.append(nn.MaxPool2d(2))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x).mean(dim=(2, 3))
+
+
+# ---------------------------------------------------------------- torchvision ResNet-18
+RESNET18_CHECKPOINT = "resnet18-f37072fd.pth"  # the file torchvision's IMAGENET1K_V1 weights download to
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _resnet18_weights(weights_path: str | Path | None) -> dict[str, Tensor] | None:
+    """ImageNet weights from ``weights_path`` or torch hub's cache; ``None`` when neither exists."""
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"resnet18 weights not found: {path}")
+    else:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_CHECKPOINT
+        if not path.is_file():
+            return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class _ResNet18Body(nn.Module):
+    def __init__(self, in_channels: int, image_size: int, state: dict[str, Tensor] | None) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18()
+        if state is not None:
+            net.load_state_dict(state)
+        if in_channels != 3:
+            old = net.conv1.weight.data
+            # Grey input: the sum of the RGB filters answers a grey image as the RGB filters answer
+            # its RGB copy. Other counts: repeat the channel mean so activations keep their scale.
+            new = old.sum(1, keepdim=True) if in_channels == 1 else old.mean(1, keepdim=True)
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            net.conv1.weight.data.copy_(new.expand(-1, in_channels, -1, -1))
+        if image_size < 96:
+            # Small images would be 1×1 after the stem's two stride-2 steps; keep the resolution.
+            net.maxpool = nn.Identity()
+        net.fc = nn.Identity()
+        self.net = net
+        self.out_dim = 512
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+# ---------------------------------------------------------------- registry
+class _Body(NamedTuple):
+    net: nn.Module
+    feature_dim: int
+    mean: Sequence[float] | None = None  # the input statistics pretrained weights expect
+    std: Sequence[float] | None = None
+
+
+Builder = Callable[[int, int, "str | Path | None"], _Body]
+
+
+def _wrn28_2(in_channels: int, image_size: int, weights_path: str | Path | None) -> _Body:
+    if weights_path is not None:
+        raise ValueError("wrn28_2 has no pretrained weights; leave weights_path unset")
+    body = _WideResNetBody(in_channels)
+    return _Body(body, body.out_dim)
+
+
+def _cnn_small(in_channels: int, image_size: int, weights_path: str | Path | None) -> _Body:
+    if weights_path is not None:
+        raise ValueError("cnn_small has no pretrained weights; leave weights_path unset")
+    body = _SmallCNNBody(in_channels)
+    return _Body(body, body.out_dim)
+
+
+def _resnet18(in_channels: int, image_size: int, weights_path: str | Path | None) -> _Body:
+    state = _resnet18_weights(weights_path)
+    body = _ResNet18Body(in_channels, image_size, state)
+    if state is None or in_channels != 3:
+        return _Body(body, body.out_dim)
+    # Pretrained filters expect ImageNet-normalised input.
+    return _Body(body, body.out_dim, IMAGENET_MEAN, IMAGENET_STD)
+
+
+MODELS: dict[str, Builder] = {"wrn28_2": _wrn28_2, "cnn_small": _cnn_small, "resnet18": _resnet18}
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    embed_dim: int = 128,
+    weights_path: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Classifier:
+    """Build a backbone by name.
+
+    ``mean``/``std`` (per channel, in 0–1 units) normalise inputs; when not given, a pretrained
+    model uses the statistics it was trained with and the others 0.5 / 0.25.
+    """
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+    if num_classes < 2 or in_channels < 1 or image_size < 8 or embed_dim < 1:
+        raise ValueError(
+            f"need num_classes ≥ 2, in_channels ≥ 1, image_size ≥ 8, embed_dim ≥ 1; got "
+            f"{num_classes}, {in_channels}, {image_size}, {embed_dim}"
+        )
+    body = builder(in_channels, image_size, weights_path)
+    return Classifier(
+        body.net,
+        body.feature_dim,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        embed_dim=embed_dim,
+        mean=mean if mean is not None else body.mean,
+        std=std if std is not None else body.std,
+    )
