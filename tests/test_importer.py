@@ -1,0 +1,333 @@
+"""The importer on a generated corpus of good, odd and broken files: every file gets an outcome,
+odd images are converted (not rejected), broken ones get a reason, and nothing stops the rest."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelkit import images, importer
+from labelkit.importer import SourceError, import_path, import_uploads
+from labelkit.store import Store
+
+
+def _encode(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def _rgb(seed: int, size=(24, 16)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+def _exif_rotated_jpeg() -> bytes:
+    # 40 wide × 20 high on disk, EXIF orientation 6 (rotate 90° clockwise to view): 20 × 40 shown.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encode(_rgb(7, (40, 20)), "JPEG", exif=exif.tobytes())
+
+
+def _sixteen_bit_png() -> bytes:
+    ramp = (np.arange(32 * 8, dtype=np.uint16).reshape(8, 32) * 200).astype(np.uint16)
+    return _encode(Image.fromarray(ramp), "PNG")
+
+
+def _palette_with_transparency() -> bytes:
+    image = _rgb(3).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    return _encode(image, "PNG", transparency=0)
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("L", (10, 10), 0), Image.new("L", (10, 10), 255)]
+    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+
+
+def _bomb_png() -> bytes:
+    # 10,000 × 9,000 one-bit pixels compress to a few kB but decode to 90 million pixels.
+    return _encode(Image.new("1", (10_000, 9_000)), "PNG")
+
+
+GOOD = {
+    "rgb.jpg": lambda: _encode(_rgb(1), "JPEG"),
+    "gray.png": lambda: _encode(_rgb(2).convert("L"), "PNG"),
+    "photo.webp": lambda: _encode(_rgb(4), "WEBP"),
+    "scan.bmp": lambda: _encode(_rgb(5), "BMP"),
+    "scan.tif": lambda: _encode(_rgb(6), "TIFF"),
+    "anim.gif": _animated_gif,
+    "cmyk.jpg": lambda: _encode(_rgb(8).convert("CMYK"), "JPEG"),
+    "sixteen.png": _sixteen_bit_png,
+    "palette.png": _palette_with_transparency,
+    "alpha.png": lambda: _encode(_rgb(9).convert("RGBA"), "PNG"),
+    "gray-alpha.png": lambda: _encode(_rgb(10).convert("LA"), "PNG"),
+    "rotated.jpg": _exif_rotated_jpeg,
+    "<img src=x onerror=alert(1)>\x07bell.png": lambda: _encode(_rgb(11), "PNG"),
+}
+BAD = {
+    "empty.png": (lambda: b"", "empty file"),
+    "truncated.jpg": (lambda: _encode(_rgb(12, (64, 64)), "JPEG")[:300], "corrupt or truncated"),
+    "truncated.png": (lambda: _encode(_rgb(13, (64, 64)), "PNG")[:200], "corrupt or truncated"),
+    "notes.txt": (lambda: b"salmon are pink\n", "not an image"),
+    "icon.ico": (lambda: _encode(_rgb(14, (16, 16)), "ICO"), "unsupported format ICO"),
+    "bomb.png": (_bomb_png, "too large"),
+    "strip.png": (lambda: _encode(Image.new("L", (2_000, 1)), "PNG"), "aspect ratio"),
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name, make in GOOD.items():
+        (root / name).write_bytes(make())
+    for name, (make, _) in BAD.items():
+        (root / name).write_bytes(make())
+    (root / "z-copy-of-rgb.jpg").write_bytes((root / "rgb.jpg").read_bytes())
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return root
+
+
+def _by_source(report) -> dict:
+    return {o.source: o for o in report.outcomes}
+
+
+def test_every_file_of_the_corpus_gets_the_right_outcome(store: Store, corpus: Path) -> None:
+    report = import_path(store, corpus)
+    outcomes = _by_source(report)
+    assert len(outcomes) == len(GOOD) + len(BAD) + 2
+    for name in GOOD:
+        shown = images.display_name(name)
+        assert outcomes[shown].status == "imported", (name, outcomes[shown].reason)
+    for name, (_, reason) in BAD.items():
+        assert outcomes[name].status == "rejected", name
+        assert reason in outcomes[name].reason, (name, outcomes[name].reason)
+    assert outcomes["z-copy-of-rgb.jpg"].status == "duplicate"
+    assert "rgb.jpg" in outcomes["z-copy-of-rgb.jpg"].reason
+    assert outcomes[".DS_Store"].status == "rejected"
+    assert store.count_items() == len(GOOD)
+    assert report.counts() == {"imported": len(GOOD), "duplicate": 1, "rejected": len(BAD) + 1, "labeled": 0}
+
+
+def test_odd_images_are_converted_to_8_bit_gray_or_rgb_as_a_viewer_shows_them(
+    store: Store, corpus: Path
+) -> None:
+    report = import_path(store, corpus)
+    outcomes = _by_source(report)
+    for name, mode, file_mode in [
+        ("cmyk.jpg", "RGB", "CMYK"),
+        ("sixteen.png", "L", "I;16"),
+        ("palette.png", "RGB", "P"),
+        ("alpha.png", "RGB", "RGBA"),
+        ("gray-alpha.png", "L", "LA"),
+        ("anim.gif", "RGB", "P"),
+    ]:
+        item = store.item(outcomes[name].item_id)
+        loaded = images.load(store.workspace.path(item.path))
+        assert loaded.mode == mode, name
+        assert item.mode in (file_mode, "P"), (name, item.mode)
+    sixteen = np.asarray(images.load(store.workspace.path(store.item(outcomes["sixteen.png"].item_id).path)))
+    assert sixteen.min() == 0 and sixteen.max() == 255  # stretched, not truncated to the low byte
+    gif = np.asarray(images.load(store.workspace.path(store.item(outcomes["anim.gif"].item_id).path)))
+    assert gif.max() == 0  # the first frame is black, the second white
+
+
+def test_exif_orientation_is_applied_to_size_and_pixels(store: Store, corpus: Path) -> None:
+    outcome = _by_source(import_path(store, corpus))["rotated.jpg"]
+    item = store.item(outcome.item_id)
+    assert (item.width, item.height) == (20, 40)
+    assert images.load(store.workspace.path(item.path)).size == (20, 40)
+
+
+def test_file_names_with_markup_and_control_characters_are_stored_as_plain_text(
+    store: Store, corpus: Path
+) -> None:
+    outcomes = _by_source(import_path(store, corpus))
+    item = store.item(outcomes["<img src=x onerror=alert(1)>?bell.png"].item_id)
+    assert item.original_name == "<img src=x onerror=alert(1)>?bell.png"
+    assert "\x07" not in item.original_name
+
+
+def test_files_are_kept_byte_for_byte_under_their_sha256(store: Store, corpus: Path) -> None:
+    outcomes = _by_source(import_path(store, corpus))
+    item = store.item(outcomes["rgb.jpg"].item_id)
+    assert store.workspace.path(item.path).read_bytes() == (corpus / "rgb.jpg").read_bytes()
+    assert item.sha256 in item.path
+
+
+def test_reimport_skips_everything_as_duplicates(store: Store, corpus: Path) -> None:
+    import_path(store, corpus)
+    again = import_path(store, corpus)
+    assert again.counts()["imported"] == 0
+    assert again.counts()["duplicate"] == len(GOOD) + 1
+    assert store.count_items() == len(GOOD)
+
+
+def test_an_interrupted_import_resumes_where_it_stopped(store: Store, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(9):
+        (folder / f"{i}.png").write_bytes(_encode(_rgb(100 + i), "PNG"))
+    monkeypatch.setattr(importer, "BATCH", 4)
+
+    def stop_after_first_batch(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_path(store, folder, progress=stop_after_first_batch)
+    assert store.count_items() == 4
+    resumed = import_path(store, folder)
+    assert resumed.counts()["imported"] == 5 and resumed.counts()["duplicate"] == 4
+    assert store.count_items() == 9
+
+
+def test_unreadable_file_is_reported_and_the_rest_imported(store: Store, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "perm"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(_encode(_rgb(20), "PNG"))
+    locked = folder / "locked.png"
+    locked.write_bytes(_encode(_rgb(21), "PNG"))
+    locked.chmod(0)
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        # root ignores file modes, so the test raises the error the OS gives everyone else
+        if self.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    outcomes = _by_source(import_path(store, folder))
+    assert outcomes["locked.png"].status == "rejected"
+    assert "permission denied" in outcomes["locked.png"].reason
+    assert outcomes["ok.png"].status == "imported"
+
+
+def test_imagefolder_layout_becomes_imported_labels(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "fish"
+    for cls, seeds in {"salmon": [1, 2], "trout": [3]}.items():
+        (root / cls).mkdir(parents=True)
+        for s in seeds:
+            (root / cls / f"{s}.png").write_bytes(_encode(_rgb(200 + s), "PNG"))
+    (root / "loose.png").write_bytes(_encode(_rgb(210), "PNG"))
+    report = import_path(store, root, labels="folders")
+    assert report.counts()["labeled"] == 3
+    assert [c.name for c in store.classes()] == ["salmon", "trout"]
+    counts = store.label_counts()
+    assert counts.set_index("class_name")["count"].to_dict() == {"salmon": 2, "trout": 1}
+    assert set(counts["source"]) == {"imported"}
+    loose = _by_source(report)["loose.png"]
+    assert store.current_label(loose.item_id) is None
+
+
+def test_reimport_with_labels_never_overwrites_an_existing_label(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "fish"
+    (root / "salmon").mkdir(parents=True)
+    (root / "salmon" / "a.png").write_bytes(_encode(_rgb(300), "PNG"))
+    first = import_path(store, root)  # no labels the first time
+    item_id = first.outcomes[0].item_id
+    trout = store.add_class("trout")
+    store.label(item_id, trout.id, annotator="ann")
+    again = import_path(store, root, labels="folders")
+    assert "label kept" in again.outcomes[0].reason
+    assert store.current_label(item_id).class_id == trout.id
+
+
+def test_labels_csv_with_unknown_class_and_missing_file(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name, seed in [("a.png", 1), ("b.png", 2), ("c.png", 3)]:
+        (root / name).write_bytes(_encode(_rgb(400 + seed), "PNG"))
+    store.add_class("salmon")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\na.png,salmon\nb.png,shark\nc.png,\nghost.png,salmon\n")
+    report = import_path(store, root, labels="csv", labels_csv=labels, new_classes="reject")
+    outcomes = _by_source(report)
+    assert outcomes["a.png"].label == "salmon"
+    assert outcomes["b.png"].status == "imported" and "unknown class 'shark'" in outcomes["b.png"].reason
+    assert store.current_label(outcomes["b.png"].item_id) is None
+    assert outcomes["c.png"].label is None
+    assert outcomes["ghost.png"].status == "rejected" and "not in the import" in outcomes["ghost.png"].reason
+    assert [c.name for c in store.classes()] == ["salmon"]
+
+
+def test_labels_csv_without_the_right_header_is_refused_before_importing(
+    store: Store, tmp_path: Path
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.png").write_bytes(_encode(_rgb(1), "PNG"))
+    bad = tmp_path / "labels.csv"
+    bad.write_text("file;class\na.png;salmon\n")
+    with pytest.raises(SourceError, match="filename,label"):
+        import_path(store, root, labels="csv", labels_csv=bad)
+    assert store.count_items() == 0
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_with_top_folder_imagefolder_and_zip_slip_entries(store: Store, tmp_path: Path) -> None:
+    archive = tmp_path / "catch.zip"
+    archive.write_bytes(
+        _zip(
+            {
+                "catch/salmon/1.png": _encode(_rgb(500), "PNG"),
+                "catch/trout/2.png": _encode(_rgb(501), "PNG"),
+                "catch/../../evil.png": _encode(_rgb(502), "PNG"),
+                "/etc/passwd.png": _encode(_rgb(503), "PNG"),
+            }
+        )
+    )
+    report = import_path(store, archive, labels="folders")
+    outcomes = _by_source(report)
+    assert outcomes["catch/salmon/1.png"].label == "salmon"
+    assert outcomes["catch/trout/2.png"].label == "trout"
+    for name in ("catch/../../evil.png", "/etc/passwd.png"):
+        assert outcomes[name].status == "rejected" and "zip-slip" in outcomes[name].reason
+    assert not (tmp_path / "evil.png").exists() and not any(tmp_path.parent.glob("evil.png"))
+    assert store.count_items() == 2
+
+
+def test_uploads_including_a_zip_and_a_broken_file(store: Store) -> None:
+    report = import_uploads(
+        store,
+        [
+            ("one.png", _encode(_rgb(600), "PNG")),
+            ("bundle.zip", _zip({"a.jpg": _encode(_rgb(601), "JPEG"), "b.txt": b"hello"})),
+            ("broken.jpg", b"\xff\xd8\xff\xe0garbage"),
+        ],
+    )
+    outcomes = _by_source(report)
+    assert outcomes["one.png"].status == "imported"
+    assert outcomes["bundle.zip/a.jpg"].status == "imported"
+    assert outcomes["bundle.zip/b.txt"].status == "rejected"
+    assert outcomes["broken.jpg"].status == "rejected"
+    assert store.count_items() == 2
+
+
+def test_report_csv_lists_every_outcome(store: Store, corpus: Path) -> None:
+    report = import_path(store, corpus)
+    import pandas as pd
+
+    written = pd.read_csv(report.csv_path, keep_default_na=False)
+    assert len(written) == len(report.outcomes)
+    assert set(written["status"]) == {"imported", "duplicate", "rejected"}
+    assert report.csv_path.parent == store.workspace.reports
+
+
+def test_missing_source_and_bad_options_fail_clearly(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        import_path(store, tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="labels must be one of none, folders, csv"):
+        import_path(store, tmp_path, labels="subdirs")
