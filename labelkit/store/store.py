@@ -383,7 +383,7 @@ class Store:
         """Every item with its current label: one row per item, for training, export and plots.
 
         Columns: item_id, sha256, path, thumb_path, original_name, width, height, status,
-        class_id (nullable), source (nullable), annotator (nullable).
+        class_id, source, annotator, labeled_at (null where unlabelled).
         """
         query = (
             select(
@@ -398,6 +398,7 @@ class Store:
                 CurrentLabel.class_id,
                 CurrentLabel.source,
                 CurrentLabel.annotator,
+                CurrentLabel.updated_at.label("labeled_at"),
             )
             .outerjoin(CurrentLabel, CurrentLabel.item_id == Item.id)
             .order_by(Item.id)

@@ -1,0 +1,228 @@
+"""The ``labelkit`` command: workspaces, import, labels and the app, from a terminal or a script."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from labelkit import __version__
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelkit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"labelkit {__version__}")
+    parser.add_argument("--workspace", "-w", help="workspace folder (default: $LABELKIT_WORKSPACE or data/)")
+    parser.add_argument(
+        "--db-url", help="database URL (default: $LABELKIT_DB_URL or SQLite in the workspace)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a workspace, optionally with classes")
+    p.add_argument("--classes", help="comma-separated class names, e.g. salmon,trout")
+
+    p = sub.add_parser("import", help="import a folder, a .zip or an image file")
+    p.add_argument("source")
+    p.add_argument(
+        "--labels",
+        choices=["none", "folders", "csv"],
+        default="none",
+        help="folders: sub-folder = class (ImageFolder); csv: use --labels-csv",
+    )
+    p.add_argument("--labels-csv", help="CSV with columns filename,label (implies --labels csv)")
+    p.add_argument(
+        "--new-classes",
+        choices=["create", "reject"],
+        default="create",
+        help="what to do with class names the workspace does not have yet",
+    )
+
+    p = sub.add_parser("demo", help="build a demo workspace (offline)")
+    p.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
+    p.add_argument("--data-root", help="folder holding MNIST/raw/*.gz (torchvision layout)")
+    p.add_argument("--limit", type=int, help="import only the first N images")
+    p.add_argument("--download", action="store_true", help="let torchvision download MNIST into --data-root")
+
+    sub.add_parser("status", help="items, and labels per class and source")
+
+    p = sub.add_parser("label", help="label one item (for scripts)")
+    p.add_argument("item", type=int, help="item id")
+    p.add_argument("cls", metavar="CLASS", help="class name, or '-' to remove the label")
+    p.add_argument("--annotator", default=os.environ.get("USER") or "cli")
+
+    p = sub.add_parser("export-labels", help="write the current labels as CSV or JSON")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--out", help="output file (default: labels.FORMAT in the workspace's reports/)")
+
+    p = sub.add_parser("serve", help="start the app")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument(
+        "--demo-if-empty", action="store_true", help="build the digits demo if the workspace has no items"
+    )
+    return parser
+
+
+@contextlib.contextmanager
+def _progress(desc: str) -> Iterator:
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="img", disable=None, file=sys.stderr) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        yield update
+
+
+def _open(args: argparse.Namespace):
+    from labelkit.store import Store
+    from labelkit.workspace import Workspace
+
+    return Store.open(Workspace.resolve(args.workspace, db_url=args.db_url))
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if args.classes:
+        store.ensure_classes([c for c in (x.strip() for x in args.classes.split(",")) if c])
+    names = ", ".join(c.name for c in store.classes()) or "none yet"
+    print(f"workspace {store.workspace.root} ready; classes: {names}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from labelkit.importer import import_path
+
+    labels = "csv" if args.labels_csv else args.labels
+    store = _open(args)
+    with _progress("import") as update:
+        report = import_path(
+            store,
+            args.source,
+            labels=labels,
+            labels_csv=args.labels_csv,
+            new_classes=args.new_classes,
+            progress=update,
+        )
+    _print_report(report)
+    return 0
+
+
+def _print_report(report) -> None:
+    print(report.summary())
+    rejected = [o for o in report.outcomes if o.status == "rejected"]
+    for o in rejected[:20]:
+        print(f"  rejected {o.source}: {o.reason}")
+    if len(rejected) > 20:
+        print(f"  … and {len(rejected) - 20} more")
+    print(f"report: {report.csv_path}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from labelkit.demo import build_demo
+
+    store = _open(args)
+    with _progress(f"demo {args.dataset}") as update:
+        report = build_demo(
+            store,
+            dataset=args.dataset,
+            data_root=args.data_root,
+            limit=args.limit,
+            download=args.download,
+            progress=update,
+        )
+    _print_report(report)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    store = _open(args)
+    counts = store.label_counts()
+    total = store.count_items()
+    print(f"workspace: {store.workspace.root}")
+    print(f"database:  {store.dialect}")
+    print(f"items:     {total} active, {int(counts['count'].sum()) if len(counts) else 0} labelled")
+    by_class = counts.pivot_table(
+        index="class_name", columns="source", values="count", aggfunc="sum", fill_value=0
+    )
+    for c in store.classes():
+        row = by_class.loc[c.name] if c.name in by_class.index else None
+        parts = [f"{src} {int(n)}" for src, n in (row.items() if row is not None else []) if n]
+        print(f"  [{c.shortcut or ' '}] {c.name:<20} {', '.join(parts) or 'no labels'}")
+    return 0
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    store = _open(args)
+    class_id = None if args.cls == "-" else store.class_by_name(args.cls).id
+    row = store.label(args.item, class_id, annotator=args.annotator)
+    print(f"item {args.item}: {args.cls if class_id else 'unlabelled'} (annotation {row.id})")
+    return 0
+
+
+def _cmd_export_labels(args: argparse.Namespace) -> int:
+    from labelkit.export import write_labels
+
+    store = _open(args)
+    out = Path(args.out) if args.out else store.workspace.reports / f"labels.{args.format}"
+    n = write_labels(store, out, fmt=args.format)
+    print(f"{n} labels written to {out}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if args.demo_if_empty and store.count_items(status=None) == 0:
+        print("empty workspace: building the digits demo (1,797 images)…", file=sys.stderr)
+        _cmd_demo(
+            argparse.Namespace(
+                **{**vars(args), "dataset": "digits", "data_root": None, "limit": None, "download": False}
+            )
+        )
+    if not APP.exists():
+        raise CliError(f"{APP} not found: serve runs from a source checkout (pip install -e .)")
+    env = {**os.environ, "LABELKIT_WORKSPACE": str(store.workspace.root)}
+    if args.db_url:
+        env["LABELKIT_DB_URL"] = args.db_url
+    command = [sys.executable, "-m", "streamlit", "run", str(APP)]
+    if args.port:
+        command += ["--server.port", str(args.port)]
+    return subprocess.call(command, env=env, cwd=APP.parent)
+
+
+COMMANDS = {
+    "init": _cmd_init,
+    "import": _cmd_import,
+    "demo": _cmd_demo,
+    "status": _cmd_status,
+    "label": _cmd_label,
+    "export-labels": _cmd_export_labels,
+    "serve": _cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from labelkit.importer import SourceError
+    from labelkit.store import StoreError
+
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, SourceError, StoreError, ValueError, FileNotFoundError) as exc:
+        print(f"labelkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything imported or labelled so far is saved", file=sys.stderr)
+        return 130

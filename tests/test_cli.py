@@ -1,0 +1,137 @@
+"""The ``labelkit`` command end to end, in-process: what a script or a terminal user sees."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from labelkit.cli import main
+from labelkit.store import Store
+from labelkit.workspace import Workspace
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return tmp_path / "ws"
+
+
+def _store(ws: Path) -> Store:
+    return Store.open(Workspace.resolve(ws))
+
+
+def test_init_import_label_status_and_export(ws: Path, tmp_path: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    (photos / "salmon").mkdir(parents=True)
+    (photos / "salmon" / "a.png").write_bytes(_png(1))
+    (photos / "b.png").write_bytes(_png(2))
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+
+    assert main(["-w", str(ws), "init", "--classes", "salmon, trout"]) == 0
+    assert main(["-w", str(ws), "import", str(photos), "--labels", "folders"]) == 0
+    out = capsys.readouterr().out
+    assert "2 imported, 0 duplicates skipped, 1 rejected, 1 labelled from the data" in out
+    assert "rejected broken.png: not an image" in out
+
+    store = _store(ws)
+    unlabelled = store.queue_ids(start_key=0, limit=10)
+    assert len(unlabelled) == 1
+    assert main(["-w", str(ws), "label", str(unlabelled[0]), "trout", "--annotator", "ola"]) == 0
+    assert store.current_label(unlabelled[0]).annotator == "ola"
+
+    capsys.readouterr()
+    assert main(["-w", str(ws), "status"]) == 0
+    status = capsys.readouterr().out
+    assert "2 active, 2 labelled" in status
+    assert "salmon" in status and "imported 1" in status and "human 1" in status
+
+    out_csv = tmp_path / "labels.csv"
+    assert main(["-w", str(ws), "export-labels", "--format", "csv", "--out", str(out_csv)]) == 0
+    table = pd.read_csv(out_csv)
+    assert sorted(zip(table["class"], table["source"], strict=True)) == [
+        ("salmon", "imported"),
+        ("trout", "human"),
+    ]
+    out_json = tmp_path / "labels.json"
+    assert main(["-w", str(ws), "export-labels", "--format", "json", "--out", str(out_json)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert {r["annotator"] for r in rows} == {"import", "ola"}
+
+
+def test_label_with_unknown_class_exits_2_and_names_the_classes(ws: Path, capsys) -> None:
+    main(["-w", str(ws), "init", "--classes", "salmon"])
+    assert main(["-w", str(ws), "label", "1", "shark"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown class 'shark'" in err and "salmon" in err
+
+
+def test_import_of_missing_folder_exits_2(ws: Path, tmp_path: Path, capsys) -> None:
+    assert main(["-w", str(ws), "import", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(ws: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["-w", str(ws), "import", "x", "--labels", "subfolders"])
+    assert exc.value.code == 2
+
+
+def test_digits_demo_has_ten_classes_and_no_labels(ws: Path) -> None:
+    assert main(["-w", str(ws), "demo", "--limit", "40"]) == 0
+    store = _store(ws)
+    assert [c.name for c in store.classes()] == [str(d) for d in range(10)]
+    assert store.count_items() == 40
+    assert store.label_counts().empty
+    item = store.item(store.queue_ids(start_key=0, limit=1)[0])
+    assert (item.width, item.height, item.format) == (32, 32, "PNG")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    magic = (2051 if array.ndim == 3 else 2049).to_bytes(4, "big")
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(magic + dims + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_demo_reads_torchvision_layout_from_disk(ws: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (7, 28, 28)))
+    _write_idx(raw / "train-labels-idx1-ubyte.gz", np.arange(7) % 10)
+    assert (
+        main(
+            [
+                "-w",
+                str(ws),
+                "demo",
+                "--dataset",
+                "mnist",
+                "--data-root",
+                str(tmp_path / "root"),
+                "--limit",
+                "5",
+            ]
+        )
+        == 0
+    )
+    assert _store(ws).count_items() == 5
+
+
+def test_mnist_demo_without_data_explains_where_it_looks(ws: Path, tmp_path: Path, capsys) -> None:
+    assert main(["-w", str(ws), "demo", "--dataset", "mnist", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "MNIST/raw" in err and "--download" in err
