@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
-from labelkit.store import Store
+from labelkit.importer import ImportReport, import_path, import_uploads
+from labelkit.store import Store, StoreError
 from labelkit.ui import resources
+
+# What the upload box offers; the importer decides by content, these only filter the file picker.
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "zip"]
+LABEL_CHOICES = {
+    "none": "No labels",
+    "folders": "Class = first sub-folder (ImageFolder layout)",
+    "csv": "From a CSV file (filename,label)",
+}
+
+state = st.session_state
 
 
 def _summary(store: Store) -> None:
     counts = store.label_counts()
-    total = store.count_items()
     by_source = counts.groupby("source")["count"].sum()
-    labelled = int(by_source.sum())
     cells = st.columns(2 + len(by_source))
-    cells[0].metric("Items", total)
-    cells[1].metric("Labelled", labelled)
+    cells[0].metric("Items", store.count_items())
+    cells[1].metric("Labelled", int(by_source.sum()))
     for cell, (source, count) in zip(cells[2:], by_source.items(), strict=True):
         cell.metric(f"Labelled ({source})", int(count))
     classes = store.classes()
     if not classes:
-        st.info("No classes yet: add them on the Settings page.")
+        st.info("No classes yet: add them on the Settings page, or import a labelled folder.")
         return
     per_class = counts.groupby("class_id")["count"].sum()
     table = pd.DataFrame(
@@ -32,10 +43,83 @@ def _summary(store: Store) -> None:
     right.bar_chart(table, x="class", y="labels", horizontal=True, sort=False)
 
 
+def _progress_bar() -> Callable[[int, int], None]:
+    bar = st.progress(0.0, text="Reading files…")
+
+    def update(done: int, total: int) -> None:
+        bar.progress(done / total if total else 1.0, text=f"{done} of {total} files")
+
+    return update
+
+
+def _run_import(start: Callable[[Callable[[int, int], None]], ImportReport]) -> None:
+    try:
+        state["home_report"] = start(_progress_bar())
+    except (ValueError, StoreError) as error:
+        # The importer raises ValueError (SourceError) when the import cannot start at all.
+        state.pop("home_report", None)
+        st.error(f"Import failed: {error}")
+        return
+    # The summary above was drawn before the import; draw the page again with the new counts.
+    st.rerun()
+
+
+def _uploads(store: Store) -> None:
+    files = st.file_uploader(
+        "Images or .zip files", type=UPLOAD_TYPES, accept_multiple_files=True, key="home_uploads"
+    )
+    folders = st.checkbox("Class = first sub-folder inside uploaded .zip files", key="home_upload_folders")
+    if st.button("Import uploaded files", key="home_upload_button", disabled=not files):
+        uploads = [(f.name, f.getvalue()) for f in files or []]
+        labels = "folders" if folders else "none"
+        _run_import(lambda progress: import_uploads(store, uploads, labels=labels, progress=progress))
+
+
+def _server_path(store: Store) -> None:
+    source = st.text_input("Folder or .zip on the server", key="home_path", placeholder="/data/photos")
+    labels = st.radio(
+        "Labels", list(LABEL_CHOICES), format_func=LABEL_CHOICES.get, key="home_labels", horizontal=True
+    )
+    labels_csv = st.text_input("Labels CSV on the server", key="home_labels_csv") if labels == "csv" else None
+    if st.button("Import from the server", key="home_path_button", disabled=not source.strip()):
+        _run_import(
+            lambda progress: import_path(
+                store, source.strip(), labels=labels, labels_csv=labels_csv or None, progress=progress
+            )
+        )
+
+
+def _report(report: ImportReport) -> None:
+    st.subheader("Last import")
+    counts = report.counts()
+    for cell, (name, count) in zip(st.columns(len(counts)), counts.items(), strict=True):
+        cell.metric(name.capitalize(), count)
+    rejected = report.table().query("status == 'rejected'")[["source", "reason"]]
+    if not rejected.empty:
+        st.dataframe(rejected, hide_index=True)
+    if report.csv_path is not None and report.csv_path.exists():
+        st.download_button(
+            "Download the full report (CSV)",
+            report.csv_path.read_bytes(),
+            file_name=report.csv_path.name,
+            mime="text/csv",
+            key="home_report_csv",
+            on_click="ignore",
+        )
+
+
 def main() -> None:
     store = resources.store()
     st.title("labelkit")
     _summary(store)
+    st.header("Import images")
+    upload_tab, path_tab = st.tabs(["Upload", "From the server"])
+    with upload_tab:
+        _uploads(store)
+    with path_tab:
+        _server_path(store)
+    if "home_report" in state:
+        _report(state["home_report"])
 
 
 main()
