@@ -1,6 +1,6 @@
 """Semi-supervised methods, registered by name. Importing this package registers all of them."""
 
-from labelkit.ssl import supervised  # noqa: F401  (registers)
+from labelkit.ssl import fixmatch, meanteacher, pseudolabel, supervised  # noqa: F401  (registers)
 from labelkit.ssl.base import (
     METHODS,
     Batch,
