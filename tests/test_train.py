@@ -1,0 +1,144 @@
+"""The training loop: every method runs, EMA, exact resume, learning on digits, inference."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import labelkit.ssl as ssl
+from labelkit.config import TrainConfig
+from labelkit.ssl.base import METHODS, Batch, Method, MethodOutput, Outputs
+from labelkit.train import CHECKPOINT, TrainData, cosine_lr_factor, predict, train
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TrainData:
+    return TrainData.from_digits(labels_per_class=2, seed=0, image_size=8)
+
+
+def _config(methods: tuple[str, ...] = ("supervised",), **overrides) -> TrainConfig:
+    base = {
+        "model": "cnn_small",
+        "methods": list(methods),
+        "steps": 3,
+        "batch_size": 4,
+        "mu": 2,
+        "hflip": False,
+        "log_every": 1,
+        "eval_every": 0,
+        "device": "cpu",
+        "num_threads": 1,
+    }
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_trains_with_finite_losses(name: str, tiny: TrainData) -> None:
+    logged: list[dict[str, float]] = []
+    result = train(_config((name,)), tiny, callback=lambda step, m: logged.append(m))
+    assert result.step == 3 and not result.stopped
+    assert len(logged) == 3
+    for metrics in logged:
+        for key in ("train/sup_loss", "train/unsup_loss", "train/loss", "train/lr", "train/imgs_per_s"):
+            assert math.isfinite(metrics[key]), (key, metrics)
+        assert 0 <= metrics["train/data_time_frac"] <= 1
+    assert "eval/acc" in logged[-1]  # evaluated at the end even with eval_every = 0
+
+
+def test_ema_model_moves_but_lags_the_student(tiny: TrainData) -> None:
+    result = train(_config(steps=5), tiny)
+    ema, student = dict(result.model.named_parameters()), dict(result.student.named_parameters())
+    torch.manual_seed(0)
+    from labelkit.models import build_model
+
+    init = build_model("cnn_small", num_classes=10, in_channels=1, image_size=8).classifier.weight
+    w = "classifier.weight"
+    assert not torch.equal(ema[w], student[w])
+    assert not torch.equal(ema[w], init)
+    assert not ema[w].requires_grad
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny: TrainData) -> None:
+    config = _config(("supervised",), steps=6, checkpoint_every=0)
+    whole = train(config, tiny)
+
+    polls = iter([False, False, False, True])  # polled before each step: stop before the 4th
+    first = train(config, tiny, run_dir=tmp_path, stop=lambda: next(polls))
+    assert first.stopped and first.step == 3
+    assert (tmp_path / CHECKPOINT).exists()
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write leaves no temporary file
+
+    resumed = train(config, tiny, run_dir=tmp_path)
+    assert resumed.step == 6 and not resumed.stopped
+    for (name, a), b in zip(
+        whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    for a, b in zip(whole.student.parameters(), resumed.student.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert [s for s, _ in resumed.history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_checkpoint_of_a_different_run(tmp_path, tiny: TrainData) -> None:
+    train(_config(steps=2), tiny, run_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"different \['lr'\]"):
+        train(_config(steps=2, lr=0.1), tiny, run_dir=tmp_path)
+    # more steps is a continuation, not a different run
+    assert train(_config(steps=3), tiny, run_dir=tmp_path).step == 3
+
+
+def test_supervised_learns_digits_well_above_chance() -> None:
+    data = TrainData.from_digits(labels_per_class=20, seed=0, image_size=16)
+    config = _config(steps=150, batch_size=32, log_every=50, eval_every=150)
+    result = train(config, data)
+    accuracy = result.history[-1][1]["eval/acc"]
+    assert accuracy > 0.8  # chance is 0.1; ~0.97 when this was written
+
+
+def test_predict_returns_distributions_and_unit_embeddings(tiny: TrainData) -> None:
+    result = train(_config(steps=1), tiny)
+    probs, emb = predict(result.model, tiny.x_test[:37], batch_size=16, device="cpu")
+    assert probs.shape == (37, 10) and emb.shape == (37, result.model.embed_dim)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_cosine_schedule_matches_fixmatch() -> None:
+    assert cosine_lr_factor(0, 100) == 1.0
+    assert cosine_lr_factor(100, 100) == pytest.approx(math.cos(7 * math.pi / 16))  # ≈ 0.195
+
+
+@dataclass(frozen=True)
+class _NoOptions:
+    pass
+
+
+class _TermA(Method):
+    name = "_test_term_a"
+    Config = _NoOptions
+
+    def step(self, batch: Batch, out: Outputs, step: int, student: nn.Module) -> MethodOutput:
+        return MethodOutput(terms={"extra": out.logits_lb.mean()}, weights={"extra": 1.0})
+
+
+class _TermB(_TermA):
+    name = "_test_term_b"
+
+
+@pytest.fixture
+def clashing_methods():
+    for cls in (_TermA, _TermB):
+        ssl.register(cls)
+    yield
+    for cls in (_TermA, _TermB):
+        METHODS.pop(cls.name)
+
+
+def test_two_methods_may_not_return_the_same_term(clashing_methods, tiny: TrainData) -> None:
+    with pytest.raises(ValueError, match="_test_term_b: loss term 'extra'"):
+        train(_config(("_test_term_a", "_test_term_b"), steps=1), tiny)
