@@ -23,6 +23,7 @@ from labelkit.ssl import (
     method_config,
 )
 from labelkit.ssl.ema import EMATeacher
+from labelkit.ssl.losses import association_probabilities, walker_loss
 
 NUM_CLASSES, NUM_LABELED, FEAT_DIM = 3, 6, 8
 # An untrained 3-class model is never 95% sure, so thresholded methods would mask everything and
@@ -186,6 +187,13 @@ def test_unknown_option_fails_naming_the_valid_ones() -> None:
         ("meanteacher", {"ema_decay": 1.0}, "ema_decay"),
         ("meanteacher", {"consistency": "l1"}, r"valid: \['kl', 'mse'\]"),
         ("meanteacher", {"rampup": 2.0}, "rampup"),
+        ("simmatch", {"threshold": 0.0}, "threshold must be in"),
+        ("simmatch", {"temperature": 0.0}, "temperature must be > 0"),
+        ("simmatch", {"alpha": 1.5}, "alpha must be in"),
+        ("simmatch", {"da_len": 0}, "da_len must be >= 1"),
+        ("association", {"embedding": "raw"}, r"valid: \['features', 'normalized'\]"),
+        ("association", {"visit_weight": -0.5}, "weights must be >= 0"),
+        ("association", {"scale": 0.0}, "scale must be > 0"),
     ],
 )
 def test_config_rejects_values_outside_their_range(name: str, options: dict[str, Any], message: str) -> None:
@@ -260,3 +268,58 @@ def test_fixmatch_reports_mask_rate_and_accuracy_over_masked_items() -> None:
     strict = build("fixmatch", threshold=1.0)[0].step(batch, out, 0, student)
     assert strict.stats["mask_rate"].item() == 0.0 and strict.terms["unsup_loss"].item() == 0.0
     assert torch.isnan(strict.stats["pseudo_acc"])
+
+
+def test_simmatch_bank_holds_the_teachers_unit_embeddings_of_the_labelled_batch() -> None:
+    method, student, opt = build("simmatch", threshold=0.3)
+    batch = make_batch()
+    with torch.no_grad():
+        expected = F.normalize(method.teacher_head(method.teacher(batch.x_lb).features), dim=1)
+    train_step(method, student, batch, 0, opt)
+    torch.testing.assert_close(method.bank[batch.idx_lb], expected)
+    assert method.bank_filled.tolist() == [True, True, True, True, False, False]
+    assert method.bank[4:].abs().sum() == 0  # rows of labelled items not yet seen stay unwritten
+    assert method.bank_labels.tolist() == make_ctx().labeled_targets.tolist()
+
+
+def test_simmatch_in_loss_is_zero_until_the_bank_has_entries() -> None:
+    method, student, _ = build("simmatch", threshold=0.3)
+    batch = make_batch()
+    first = method.step(batch, forward(student, batch, method.views), 0, student)
+    assert first.terms["in_loss"].item() == 0.0  # empty bank: no instance similarity to match
+    second = method.step(batch, forward(student, batch, method.views), 1, student)
+    assert second.terms["in_loss"].item() > 0.0
+
+
+def test_simmatch_trains_its_head_but_no_gradient_reaches_teacher_or_bank() -> None:
+    method, student, opt = build("simmatch", threshold=0.3)
+    batch = make_batch()
+    train_step(method, student, batch, 0, opt)
+    out = forward(student, batch, method.views)
+    result = method.step(batch, out, 1, student)
+    (result.terms["unsup_loss"] + result.terms["in_loss"]).backward()
+    assert all(p.requires_grad for p in method.head.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.head.parameters())
+    assert all(p.grad is None for t in (method.teacher, method.teacher_head) for p in t.parameters())
+    assert not method.bank.requires_grad and method.bank.grad is None
+
+
+def test_simmatch_distribution_alignment_history_is_a_ring_of_batch_means() -> None:
+    method, student, _ = build("simmatch", da_len=2)
+    batch = make_batch()
+    out = forward(student, batch, method.views)
+    mean_p = F.softmax(out.logits_ulb_w, dim=1).mean(dim=0).detach()
+    for _ in range(3):
+        method.step(batch, out, 0, student)
+    assert method.p_model_next.item() == 1  # 3 writes into 2 slots: slot 0 written twice
+    torch.testing.assert_close(method.p_model_history, torch.stack([mean_p, mean_p]))
+
+
+def test_association_normalized_embeddings_are_scaled_before_the_walk() -> None:
+    method, student, _ = build("association", embedding="normalized", scale=5.0)
+    batch = make_batch()
+    out = forward(student, batch, method.views)
+    result = method.step(batch, out, 0, student)
+    _, _, p_aba = association_probabilities(5.0 * out.emb_lb, out.emb_ulb_w)
+    torch.testing.assert_close(result.terms["walker_loss"], walker_loss(p_aba, batch.y_lb))
+    assert 0.0 <= result.stats["pseudo_acc"].item() <= 1.0

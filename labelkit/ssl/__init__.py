@@ -1,6 +1,13 @@
 """Semi-supervised methods, registered by name. Importing this package registers all of them."""
 
-from labelkit.ssl import fixmatch, meanteacher, pseudolabel, supervised  # noqa: F401  (registers)
+from labelkit.ssl import (  # noqa: F401  (importing registers each method)
+    association,
+    fixmatch,
+    meanteacher,
+    pseudolabel,
+    simmatch,
+    supervised,
+)
 from labelkit.ssl.base import (
     METHODS,
     Batch,

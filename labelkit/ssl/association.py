@@ -1,0 +1,66 @@
+"""Learning by Association (Haeusser, Mordvintsev & Cremers, CVPR 2017).
+
+Imagine a walker going from each labelled embedding to an unlabelled one and back, with
+transition probabilities from a softmax over dot products. The walker loss asks round trips to end
+in the class they started from; the visit loss asks every unlabelled item to be visited, so the
+association cannot rely on a few easy items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from labelkit.ssl.base import Batch, Method, MethodOutput, Outputs, register
+from labelkit.ssl.losses import association_probabilities, pseudo_label_accuracy, visit_loss, walker_loss
+
+_EMBEDDINGS = ("features", "normalized")
+
+
+@dataclass(frozen=True)
+class AssociationConfig:
+    walker_weight: float = 1.0
+    # The authors' MNIST example (and add_semisup_loss's default) uses 1.0; their domain-adaptation
+    # settings use 0.1-0.6 where the unlabelled classes may be distributed differently.
+    visit_weight: float = 1.0
+    # "features": the raw pooled features, as in the paper, where the network is free to set the
+    # sharpness of the walk through the embeddings' norm. "normalized": the unit embeddings with
+    # their dot product multiplied by ``scale`` (an inverse temperature), for backbones whose raw
+    # features are so large that the softmax saturates.
+    embedding: str = "features"
+    scale: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.walker_weight < 0 or self.visit_weight < 0:
+            raise ValueError(
+                f"association: weights must be >= 0, got {self.walker_weight}, {self.visit_weight}"
+            )
+        if self.embedding not in _EMBEDDINGS:
+            raise ValueError(f"association: embedding {self.embedding!r}; valid: {list(_EMBEDDINGS)}")
+        if self.scale <= 0:
+            raise ValueError(f"association: scale must be > 0, got {self.scale}")
+
+
+@register
+class Association(Method):
+    name = "association"
+    Config = AssociationConfig
+    views = frozenset({"ulb_w"})
+
+    def step(self, batch: Batch, out: Outputs, step: int, student: nn.Module) -> MethodOutput:
+        if self.config.embedding == "features":
+            assert out.feat_ulb_w is not None, "association needs the ulb_w view"
+            a, b = out.feat_lb, out.feat_ulb_w
+        else:
+            assert out.emb_ulb_w is not None, "association needs the ulb_w view"
+            a, b = out.emb_lb * self.config.scale, out.emb_ulb_w
+        p_ab, p_ba, p_aba = association_probabilities(a.float(), b.float())
+        # Each unlabelled item's class as the walk b → a sees it: a statistic only.
+        class_of_b = (p_ba.detach() @ F.one_hot(batch.y_lb, self.ctx.num_classes).float()).argmax(dim=1)
+        return MethodOutput(
+            terms={"walker_loss": walker_loss(p_aba, batch.y_lb), "visit_loss": visit_loss(p_ab)},
+            weights={"walker_loss": self.config.walker_weight, "visit_loss": self.config.visit_weight},
+            stats={"pseudo_acc": pseudo_label_accuracy(class_of_b, batch.y_ulb)},
+        )
