@@ -1,4 +1,5 @@
-"""Datasets as uint8 arrays: scikit-learn's digits (ships with the wheel) and MNIST from disk.
+"""Datasets as uint8 arrays: scikit-learn's digits (ships with the wheel), MNIST from disk, and a
+labelkit workspace (its images and current labels).
 
 Nothing here downloads unless asked to (``download=True``).
 """
@@ -6,10 +7,15 @@ Nothing here downloads unless asked to (``download=True``).
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    from labelkit.store import Store
 
 MNIST_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -92,3 +98,74 @@ def balanced_subset(labels: np.ndarray, per_class: int, *, seed: int) -> np.ndar
             raise ValueError(f"class {cls} has {len(members)} items, fewer than {per_class} per class")
         picked.append(rng.choice(members, size=per_class, replace=False))
     return np.sort(np.concatenate(picked))
+
+
+@dataclass(frozen=True)
+class WorkspaceArrays:
+    """A workspace's active items as arrays. ``y_lb`` indexes ``class_ids`` / ``class_names``
+    (the classes in their display order)."""
+
+    x_lb: np.ndarray  # (N_lb, C, S, S) uint8
+    y_lb: np.ndarray  # (N_lb,) int64
+    lb_ids: np.ndarray  # (N_lb,) item ids
+    x_ulb: np.ndarray  # (N_ulb, C, S, S) uint8: active items without a current label
+    ulb_ids: np.ndarray  # (N_ulb,) item ids
+    class_ids: tuple[int, ...]
+    class_names: tuple[str, ...]
+    unreadable: tuple[tuple[int, str], ...]  # (item id, error) of images that could not be read
+
+
+def read_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (C, S, S): EXIF orientation applied, grey (L) or RGB, resized to
+    S × S (bicubic; the aspect ratio is not kept, so nothing is cropped away)."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
+
+
+def load_workspace(store: Store, *, image_size: int, channels: int) -> WorkspaceArrays:
+    """Labelled (any current label: human, imported or accepted pseudo-label) and unlabelled active
+    items of a workspace, read from ``store.workspace``'s image folder.
+
+    Items whose current label points at a deleted class count as unlabelled. Images that fail to
+    open are left out and reported in ``unreadable`` rather than failing the whole load.
+    """
+    import pandas as pd
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if image_size < 8:
+        raise ValueError(f"image_size must be at least 8, got {image_size}")
+    classes = store.classes()
+    index = {c.id: i for i, c in enumerate(classes)}
+    table = store.item_table()
+    table = table[table["status"] == "active"]
+    images: dict[str, list[np.ndarray]] = {"lb": [], "ulb": []}
+    ids: dict[str, list[int]] = {"lb": [], "ulb": []}
+    targets: list[int] = []
+    unreadable: list[tuple[int, str]] = []
+    for row in table.itertuples(index=False):
+        try:
+            image = read_image(store.workspace.path(row.path), image_size=image_size, channels=channels)
+        except (OSError, ValueError) as error:  # missing, truncated or not an image
+            unreadable.append((int(row.item_id), f"{type(error).__name__}: {error}"))
+            continue
+        labelled = not pd.isna(row.class_id) and int(row.class_id) in index
+        part = "lb" if labelled else "ulb"
+        images[part].append(image)
+        ids[part].append(int(row.item_id))
+        if labelled:
+            targets.append(index[int(row.class_id)])
+    empty = np.zeros((0, channels, image_size, image_size), np.uint8)
+    return WorkspaceArrays(
+        x_lb=np.stack(images["lb"]) if images["lb"] else empty,
+        y_lb=np.asarray(targets, dtype=np.int64),
+        lb_ids=np.asarray(ids["lb"], dtype=np.int64),
+        x_ulb=np.stack(images["ulb"]) if images["ulb"] else empty,
+        ulb_ids=np.asarray(ids["ulb"], dtype=np.int64),
+        class_ids=tuple(c.id for c in classes),
+        class_names=tuple(c.name for c in classes),
+        unreadable=tuple(unreadable),
+    )

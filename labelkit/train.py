@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from labelkit.augment import Augmenter, channel_stats
 from labelkit.config import TrainConfig
+from labelkit.datasets import WorkspaceArrays
 from labelkit.models import Classifier, build_model
 from labelkit.ssl import Batch, MethodContext, Outputs, build_methods
 
@@ -105,6 +106,15 @@ class TrainData:
         x, y = load_mnist(root, train=True)
         x_test, y_test = load_mnist(root, train=False)
         return cls._protocol(x, y, x_test, y_test, labels_per_class, seed)
+
+    @classmethod
+    def from_workspace(cls, arrays: WorkspaceArrays) -> TrainData:
+        """A workspace's items: its labelled ones, and every item (labelled too) as unlabelled."""
+        if len(arrays.x_lb) == 0:
+            raise ValueError("the workspace has no labelled images yet; label a few per class first")
+        x_ulb = np.concatenate([arrays.x_lb, arrays.x_ulb])
+        y_ulb = np.concatenate([arrays.y_lb, np.full(len(arrays.x_ulb), -1, np.int64)])
+        return cls(arrays.x_lb, arrays.y_lb, x_ulb, y_ulb, class_names=arrays.class_names)
 
     @classmethod
     def _protocol(

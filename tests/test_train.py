@@ -142,3 +142,42 @@ def clashing_methods():
 def test_two_methods_may_not_return_the_same_term(clashing_methods, tiny: TrainData) -> None:
     with pytest.raises(ValueError, match="_test_term_b: loss term 'extra'"):
         train(_config(("_test_term_a", "_test_term_b"), steps=1), tiny)
+
+
+def test_workspace_items_become_training_arrays(store) -> None:
+    from PIL import Image
+
+    from labelkit.datasets import load_workspace
+    from labelkit.store import NewItem
+
+    # Three 20×10 images: a dark and a bright one labelled, a mid-grey one not; one broken file.
+    items = []
+    for i, value in enumerate((10, 250, 128)):
+        Image.new("RGB", (20, 10), (value, value, value)).save(store.workspace.images / f"{i}.png")
+        items.append(
+            NewItem(f"{i:064x}", f"images/{i}.png", f"thumbs/{i}.png", f"{i}.png", "t", 20, 10, "PNG", "RGB")
+        )
+    (store.workspace.images / "bad.png").write_bytes(b"not an image")
+    items.append(
+        NewItem(f"{9:064x}", "images/bad.png", "thumbs/bad.png", "bad.png", "t", 20, 10, "PNG", "RGB")
+    )
+    ids = store.add_items(items)
+    bright, dark = store.add_class("bright"), store.add_class("dark")
+    store.label(ids[f"{0:064x}"], dark.id, annotator="ann")
+    store.label(ids[f"{1:064x}"], bright.id, annotator="ann", source="pseudo_accepted")
+
+    arrays = load_workspace(store, image_size=8, channels=1)
+    assert arrays.class_names == ("bright", "dark")
+    assert arrays.x_lb.shape == (2, 1, 8, 8) and arrays.x_lb.dtype == np.uint8
+    assert dict(zip(arrays.lb_ids.tolist(), arrays.y_lb.tolist(), strict=True)) == {
+        ids[f"{0:064x}"]: 1,
+        ids[f"{1:064x}"]: 0,
+    }
+    by_id = dict(zip(arrays.lb_ids.tolist(), arrays.x_lb, strict=True))
+    assert (by_id[ids[f"{0:064x}"]] == 10).all() and (by_id[ids[f"{1:064x}"]] == 250).all()
+    assert arrays.ulb_ids.tolist() == [ids[f"{2:064x}"]] and (arrays.x_ulb == 128).all()
+    assert [i for i, _ in arrays.unreadable] == [ids[f"{9:064x}"]]
+    assert load_workspace(store, image_size=8, channels=3).x_ulb.shape == (1, 3, 8, 8)
+
+    data = TrainData.from_workspace(arrays)
+    assert len(data.x_ulb) == 3 and data.y_ulb.tolist()[-1] == -1 and data.num_classes == 2
