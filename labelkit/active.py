@@ -239,7 +239,8 @@ def _farthest_first(
     the time it was taken (NaN for a forced ``first``)."""
     x_sq = np.einsum("ij,ij->i", x, x)
     nearest = _sq_dist_to_nearest(x, anchors)
-    taken, dists = [], []
+    taken: list[int] = []
+    dists: list[float] = []
     for _ in range(count):
         i = int(np.argmax(nearest)) if len(anchors) or taken else first
         taken.append(i)
