@@ -106,6 +106,8 @@ def fixmatch_loss(logits_w: Tensor, logits_s: Tensor, *, threshold: float) -> tu
 
 
 # --- SimMatch (Zheng et al. CVPR 2022) --------------------------------------------------------------
+# Equation numbers follow the project's reading of the paper (§3, "label propagation"); the maths
+# was checked against the authors' released code as ported in USB (semilearn/algorithms/simmatch).
 
 
 def similarity_distribution(emb: Tensor, bank: Tensor, t: float) -> Tensor:
@@ -117,7 +119,7 @@ def similarity_distribution(emb: Tensor, bank: Tensor, t: float) -> Tensor:
 
 
 def simmatch_unfold(q: Tensor, p: Tensor, bank_labels: Tensor) -> Tensor:
-    """Zheng et al. 2022, "unfolding" (Eq. 5-6): q̂_i = q_i p_{class(k_i)} / Σ_j q_j p_{class(k_j)}.
+    """Zheng et al. 2022, "unfolding" (Eq. 6-7): q̂_i = q_i p_{class(k_i)} / Σ_j q_j p_{class(k_j)}.
 
     Scales the instance similarity q (B, K) by the class prediction p (B, C) read at each bank
     entry's label, so bank entries of classes the classifier rules out lose weight. → (B, K).
@@ -127,7 +129,7 @@ def simmatch_unfold(q: Tensor, p: Tensor, bank_labels: Tensor) -> Tensor:
 
 
 def simmatch_aggregate(q: Tensor, p: Tensor, bank_labels: Tensor, *, alpha: float) -> Tensor:
-    """Zheng et al. 2022, "aggregation": p̂ = α p + (1 − α) q^agg, q^agg_c = Σ_{i: class(k_i) = c} q_i.
+    """Zheng et al. 2022, "aggregation" (Eq. 5-6): p̂ = α p + (1 − α) q^agg, q^agg_c = Σ_{i: class(k_i) = c} q_i.
 
     The smoothing form with α (0.9) is the one in the authors' released code and in USB. → (B, C).
     """
@@ -148,7 +150,7 @@ def distribution_alignment(p: Tensor, p_model: Tensor, p_target: Tensor) -> Tens
 def masked_soft_cross_entropy(
     target_probs: Tensor, logits_s: Tensor, *, threshold: float
 ) -> tuple[Tensor, Tensor]:
-    """Zheng et al. 2022, Eq. 4 with p̂ for p^w: (1/μB) Σ_b 1[max p̂_b ≥ τ] H(p̂_b, p^s_b).
+    """Zheng et al. 2022, §3.3: FixMatch's L_u with p̂ as the target, (1/μB) Σ_b 1[max p̂_b ≥ τ] H(p̂_b, p^s_b).
 
     FixMatch's masked loss with the soft label-propagated target in place of the one-hot argmax.
     Returns (loss, mask (μB,) float 0/1).
@@ -159,7 +161,7 @@ def masked_soft_cross_entropy(
 
 
 def simmatch_in_loss(q_hat_w: Tensor, emb_s: Tensor, bank: Tensor, t: float) -> Tensor:
-    """Zheng et al. 2022, Eq. 3 with q̂ for q^w (Eq. 9): L_in = H(q̂^w, q^s), averaged over items.
+    """Zheng et al. 2022, Eq. 9: L_in = H(q̂^w, q^s), averaged over items.
 
     q^s is the strong view's similarity distribution (Eq. 2) over the same bank. Only ``emb_s``
     receives gradient: the target and the bank are constants.
