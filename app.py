@@ -11,7 +11,7 @@ resources.store()
 
 pages = st.navigation(
     [
-        st.Page("labelkit/ui/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+        st.Page("labelkit/ui/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("labelkit/ui/label.py", title="Label", icon=":material/label:", url_path="label"),
         st.Page("labelkit/ui/settings.py", title="Settings", icon=":material/settings:", url_path="settings"),
     ]

@@ -130,3 +130,30 @@ def test_class_filter_shows_only_items_of_that_class(at, store) -> None:
     assert shown(at) is None
     assert "No more items" in at.info[0].value
     assert not at.exception
+
+
+def test_grid_pages_through_the_queue(monkeypatch, tmp_path) -> None:
+    workspace = make_workspace(tmp_path / "big", items=30, classes=["a"])
+    at = open_app(monkeypatch, workspace, PAGE)
+    at.radio(key="label_mode").set_value("Grid").run()
+    first = {t.key for t in at.checkbox}
+    assert len(first) == 24
+    assert at.button(key="label_grid_prev").disabled
+    at.button(key="label_grid_next").click().run()
+    second = {t.key for t in at.checkbox}
+    assert len(second) == 6
+    assert not first & second
+    assert at.button(key="label_grid_next").disabled
+    assert not at.exception
+
+
+def test_source_filter_shows_only_items_labelled_by_that_source(at, store) -> None:
+    items = store.queue_ids(start_key=0, limit=5)
+    a = store.class_by_name("a").id
+    store.label(items[0], a, annotator="bob")
+    store.label(items[1], a, annotator="import", source="imported")
+    at.radio(key="label_status").set_value("Labelled").run()
+    at.selectbox(key="label_source").set_value("imported").run()
+    assert shown(at) == items[1]
+    at.button(key="label_skip").click().run()
+    assert shown(at) is None

@@ -40,7 +40,8 @@ def _summary(store: Store) -> None:
     )
     left, right = st.columns(2)
     left.dataframe(table, hide_index=True)
-    right.bar_chart(table, x="class", y="labels", horizontal=True, sort=False)
+    if table["labels"].any():
+        right.bar_chart(table, x="class", y="labels", horizontal=True, sort=False)
 
 
 def _progress_bar() -> Callable[[int, int], None]:

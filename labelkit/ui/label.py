@@ -19,6 +19,7 @@ from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash
 
 GRID_COLUMNS = 6
+IMAGE_HEIGHT = 560  # pixels on screen
 GRID_SIZES = (24, 36, 48)
 STATUS_FILTERS = {"Unlabelled": False, "Labelled": True, "All": None}
 
@@ -148,7 +149,11 @@ def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: b
         return
     item = store.item(item_id)
     picture, controls = st.columns([3, 1])
-    picture.image(images.load(store.workspace.path(item.path)), caption=item.original_name, width="stretch")
+    image = images.load(store.workspace.path(item.path))
+    # Scale to a fixed height so tall photos fit the screen and tiny ones are big enough to judge;
+    # Streamlit caps a width wider than the column at the column's width.
+    width = round(IMAGE_HEIGHT * image.width / image.height)
+    picture.image(image, caption=item.original_name, width=width)
     with controls:
         current = store.current_label(item_id)
         if current is not None:
