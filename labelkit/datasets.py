@@ -118,10 +118,9 @@ class WorkspaceArrays:
 def read_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
     """One image file as uint8 (C, S, S): EXIF orientation applied, grey (L) or RGB, resized to
     S × S (bicubic; the aspect ratio is not kept, so nothing is cropped away)."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
-        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        array = np.asarray(img, dtype=np.uint8)
+    with Image.open(path) as opened:
+        img = ImageOps.exif_transpose(opened).convert("L" if channels == 1 else "RGB")
+        array = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
 
 

@@ -55,6 +55,9 @@ class Classifier(nn.Module):
         self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32))
 
+    input_mean: Tensor
+    input_std: Tensor
+
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 images (N, C, H, W) in 0–255 → the float input ``forward`` expects."""
         return normalize(x, self.input_mean, self.input_std)

@@ -52,8 +52,11 @@ class TrainData:
         if not self.class_names:
             self.class_names = tuple(str(i) for i in range(int(self.y_lb.max()) + 1))
         k = len(self.class_names)
-        pairs = [("x_lb", self.x_lb, "y_lb", self.y_lb), ("x_ulb", self.x_ulb, "y_ulb", self.y_ulb)]
-        pairs.append(("x_test", self.x_test, "y_test", self.y_test))
+        pairs: list[tuple[str, np.ndarray | None, str, np.ndarray | None]] = [
+            ("x_lb", self.x_lb, "y_lb", self.y_lb),
+            ("x_ulb", self.x_ulb, "y_ulb", self.y_ulb),
+            ("x_test", self.x_test, "y_test", self.y_test),
+        ]
         for x_name, x, y_name, y in pairs:
             if x is None:
                 if y is not None:
@@ -152,7 +155,9 @@ def cosine_lr_factor(step: int, total: int) -> float:
 def param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters, with weight decay on weight matrices and filters but not on biases or
     normalisation scales (the usual choice; FixMatch's TF code decays only conv/dense kernels)."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in modules:
         for p in module.parameters():
             if p.requires_grad and id(p) not in seen:  # a method may hold the student as a submodule
@@ -166,8 +171,8 @@ def ema_update(ema: nn.Module, student: nn.Module, decay: float) -> None:
     """θ_ema ← d·θ_ema + (1 − d)·θ; buffers (BN statistics) are copied from the student."""
     for e, s in zip(ema.parameters(), student.parameters(), strict=True):
         e.lerp_(s.detach(), 1.0 - decay)
-    for e, s in zip(ema.buffers(), student.buffers(), strict=True):
-        e.copy_(s)
+    for e_buf, s_buf in zip(ema.buffers(), student.buffers(), strict=True):
+        e_buf.copy_(s_buf)
 
 
 @torch.no_grad()

@@ -181,3 +181,18 @@ def test_workspace_items_become_training_arrays(store) -> None:
 
     data = TrainData.from_workspace(arrays)
     assert len(data.x_ulb) == 3 and data.y_ulb.tolist()[-1] == -1 and data.num_classes == 2
+
+
+def test_benchmark_writes_one_row_per_method_run(tmp_path, capsys) -> None:
+    from benchmarks.bench_ssl import COLUMNS, main
+
+    out = tmp_path / "rows.json"
+    argv = ["--dataset", "digits", "--labels-per-class", "2", "--method", "supervised,supervised+pseudolabel"]
+    argv += ["--steps", "2", "--batch-size", "4", "--mu", "1", "--image-size", "8", "--json", str(out)]
+    assert main(argv) == 0
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [r["method"] for r in rows] == ["supervised", "supervised+pseudolabel"]
+    assert all(set(r) == set(COLUMNS) and r["labels"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert "supervised+pseudolabel" in capsys.readouterr().out  # the printed table
