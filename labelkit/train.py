@@ -255,8 +255,14 @@ def train(
 ) -> TrainResult:
     """Train ``config.methods`` on ``data``; see the module docstring for the order of events.
 
-    ``callback(step, metrics)`` receives averaged metrics every ``config.log_every`` steps (and
-    ``eval/acc`` when the EMA model is evaluated). ``stop()`` is polled between steps; when it
+    ``callback(step, metrics)`` receives metrics averaged over the last ``config.log_every`` steps
+    (and when the EMA model is evaluated), under stable names: ``train/sup_loss``, ``train/loss``,
+    ``train/unsup_loss`` (Σ weight·term over all method terms), ``train/<term>`` (each method term
+    unweighted, except one named ``unsup_loss``, which that sum already shows), ``train/<stat>``
+    (``mask_rate``, ``pseudo_acc``…; a second method's same-named stat as ``<method>_<stat>``),
+    ``train/lr``, ``train/imgs_per_s`` (sampled images: B, plus μB when a method uses unlabelled
+    views), ``train/data_time_frac`` (sampling + augmentation ÷ step time) and ``eval/acc`` (EMA
+    model, test set; at ``eval_every`` and at the end). ``stop()`` is polled between steps; when it
     returns True the run checkpoints (if ``run_dir``) and returns with ``stopped=True``. With
     ``resume`` and a checkpoint in ``run_dir``, training continues from it.
     """
