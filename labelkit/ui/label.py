@@ -81,6 +81,10 @@ def _pick_all(item_ids: Sequence[int], value: bool) -> None:
         state[f"label_pick_{item_id}"] = value
 
 
+def _turn_page(step: int) -> None:
+    state["label_grid_page"] += step
+
+
 def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
     state.setdefault("annotator", os.environ.get("USER") or "expert")
     state.setdefault("label_annotator_input", state["annotator"])
@@ -118,7 +122,8 @@ def _progress(store: Store, classes: list[ClassInfo]) -> None:
     total = store.count_items()
     labelled = int(counts.sum())
     st.subheader("Progress")
-    st.progress(labelled / total if total else 0.0, text=f"{labelled} of {total} items labelled")
+    # Labels of excluded items still count, so the share can pass 1.
+    st.progress(min(labelled / total, 1.0) if total else 0.0, text=f"{labelled} of {total} items labelled")
     st.dataframe(
         {"class": [c.name for c in classes], "labels": [int(counts.get(c.id, 0)) for c in classes]},
         hide_index=True,
@@ -208,16 +213,12 @@ def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: boo
         type="primary",
         disabled=not ready or not picked,
         on_click=_label,
-        args=(store, picked, names[chosen if chosen is not None else classes[0].id]),
+        args=(store, picked, names[chosen] if chosen is not None else classes[0]),
     )
     bar[2].button("Select all", key="label_grid_all", on_click=_pick_all, args=(ids, True))
     bar[3].button("Select none", key="label_grid_none", on_click=_pick_all, args=(ids, False))
-    if bar[4].button("Previous", key="label_grid_prev", disabled=page == 0):
-        state["label_grid_page"] = page - 1
-        st.rerun()
-    if bar[5].button("Next", key="label_grid_next", disabled=len(ids) < size):
-        state["label_grid_page"] = page + 1
-        st.rerun()
+    bar[4].button("Previous", key="label_grid_prev", disabled=page == 0, on_click=_turn_page, args=(-1,))
+    bar[5].button("Next", key="label_grid_next", disabled=len(ids) < size, on_click=_turn_page, args=(1,))
     st.button(
         "Undo",
         key="label_undo_button",
