@@ -164,3 +164,44 @@ class Prediction(Base):
     __table_args__ = (
         Index("ix_predictions_version_class_conf", "model_version_id", "class_id", "confidence"),
     )
+
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Job(Base):
+    """Work the app asks the background worker for (a training round); the worker reports back here."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_jobs_status"),
+        Index("ix_jobs_status", "status", "id"),
+    )
+
+
+class WorkerLease(Base):
+    """Who runs the workspace's worker. One row; a lease whose heartbeat is stale may be taken over."""
+
+    __tablename__ = "worker_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    owner: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

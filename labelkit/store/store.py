@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import string
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from labelkit.store import db
+from labelkit.store.jobs import JobQueue
 from labelkit.store.schema import (
     SOURCES,
     Annotation,
@@ -24,6 +26,7 @@ from labelkit.store.schema import (
     LabelClass,
 )
 from labelkit.store.schema import utcnow as _now
+from labelkit.store.versions import ModelRegistry
 from labelkit.workspace import Workspace
 
 # Streamlit reserves "c" and "r" for its own shortcuts; the Label page uses non-letter keys.
@@ -195,6 +198,16 @@ class Store:
         reader, writer = db.create_engines(workspace.db_url)
         db.upgrade(writer)
         return cls(workspace, reader, writer)
+
+    @functools.cached_property
+    def jobs(self) -> JobQueue:
+        """The background worker's job queue and lease."""
+        return JobQueue(self)
+
+    @functools.cached_property
+    def versions(self) -> ModelRegistry:
+        """Trained model versions and their per-item predictions."""
+        return ModelRegistry(self)
 
     def close(self) -> None:
         self._reader.dispose()
@@ -612,6 +625,11 @@ class Store:
             return CurrentLabelInfo(
                 row.item_id, row.class_id, row.source, row.annotation_id, row.annotator, row.updated_at
             )
+
+    def last_annotation_id(self) -> int:
+        """Id of the newest annotation (0 if none): the worker counts new labels from it."""
+        with self.read() as s:
+            return int(s.scalar(select(func.max(Annotation.id))) or 0)
 
     def annotations(self, *, since_id: int = 0) -> pd.DataFrame:
         """The history (optionally only rows after ``since_id``), oldest first."""
