@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--out", help="output file (default: labels.FORMAT in the workspace's reports/)")
 
+    p = sub.add_parser("worker", help="run the background trainer for the workspace")
+    p.add_argument("--once", action="store_true", help="run one training round and exit")
+    p.add_argument("--auto-min-new-labels", type=int, default=20,
+                   help="start a round by itself after this many new labels (0: only when asked)")
+    p.add_argument("--stale-after", type=float, default=30.0,
+                   help="seconds without a heartbeat after which another worker's lease is taken over")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the job queue")
+
     p = sub.add_parser("serve", help="start the app")
     p.add_argument("--port", type=int, default=None)
     p.add_argument(
@@ -182,6 +190,16 @@ def _cmd_export_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from labelkit import worker
+    from labelkit.workspace import Workspace
+
+    settings = worker.WorkerSettings(
+        stale_after=args.stale_after, poll=args.poll, auto_min_new_labels=args.auto_min_new_labels
+    )
+    return worker.main(Workspace.resolve(args.workspace, db_url=args.db_url), once=args.once, settings=settings)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.demo_if_empty and store.count_items(status=None) == 0:
@@ -209,6 +227,7 @@ COMMANDS = {
     "status": _cmd_status,
     "label": _cmd_label,
     "export-labels": _cmd_export_labels,
+    "worker": _cmd_worker,
     "serve": _cmd_serve,
 }
 

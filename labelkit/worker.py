@@ -1,0 +1,375 @@
+"""The background trainer: a separate process that trains while the expert labels.
+
+``labelkit worker --workspace W`` holds the workspace's worker lease (one worker per workspace; a
+stale lease of a dead worker is taken over), then serves jobs from the database: the Train page
+asks for a round, or the worker starts one itself when enough new labels arrived. A round trains
+on the current labels plus every item as unlabelled data, evaluates on a held-out slice of the
+labels, predicts every item and records a model version with its predictions.
+
+Crash safety: training checkpoints atomically into ``runs/job-<id>/``; a killed worker's running
+job goes back to the queue and resumes from that checkpoint. A version's files are written to a
+temporary folder that is renamed into place before the database row that names it is committed,
+so the database never points at half-written files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from labelkit.config import TrainConfig
+from labelkit.datasets import WorkspaceArrays, load_workspace
+from labelkit.store import Store
+from labelkit.store.jobs import JobInfo, LeaseHeldError
+from labelkit.train import TrainData, predict, train
+from labelkit.workspace import Workspace
+
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+ROUND_TRIP_SAMPLE = 2_000  # unlabelled items in the round-trip statistics (keeps it O(1 s))
+ROUND_TRIP_SCALE = 10.0  # inverse temperature on unit embeddings, as the association method's default
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    stale_after: float = 30.0  # seconds without a heartbeat after which a lease counts as dead
+    poll: float = 2.0  # seconds between looks at the job queue
+    auto_min_new_labels: int = 20  # new labels that start a round by themselves (0 = never)
+    image_size: int = 32
+    holdout_fraction: float = 0.2
+    min_holdout: int = 10  # fewer labels than this: no held-out evaluation, every label trains
+
+
+class RoundError(RuntimeError):
+    """A round cannot run (e.g. not enough labels); the message is for the user."""
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def cpu_threads() -> int:
+    """Leave a core to the app so labelling stays responsive while the worker trains."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def default_config(num_items: int, on_cuda: bool) -> dict[str, Any]:
+    """Settings that fit the workspace size and device when the page does not choose."""
+    if on_cuda:
+        return {"model": "wrn28_2", "methods": ["fixmatch"], "steps": 2_000, "batch_size": 64, "mu": 7}
+    steps = 300 if num_items <= 5_000 else 500
+    return {"model": "cnn_small", "methods": ["fixmatch"], "steps": steps, "batch_size": 32, "mu": 3,
+            "aug_group": 8, "eval_every": 0, "checkpoint_every": 50, "log_every": 10}
+
+
+# ---------------------------------------------------------------------------------------- a round
+def split_holdout(y: np.ndarray, *, fraction: float, minimum: int, seed: int) -> np.ndarray:
+    """Boolean mask of labels held out for evaluation: ``fraction`` of each class (at least one
+    where the class has two or more labels); nothing when there are fewer than ``minimum`` labels."""
+    mask = np.zeros(len(y), dtype=bool)
+    if len(y) < minimum:
+        return mask
+    rng = np.random.default_rng(seed)
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        if len(members) < 2:
+            continue
+        k = max(1, int(round(fraction * len(members))))
+        mask[rng.choice(members, size=min(k, len(members) - 1), replace=False)] = True
+    return mask
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on ``n`` labels (sound for small n)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def uncertainty_scores(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per item of ``probs`` (N, K ≥ 2): predicted class, confidence (max p; higher is surer),
+    margin (p1 − p2; smaller is less sure), entropy (nats; higher is less sure)."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
+    return {"pred": probs.argmax(1), "confidence": top2[:, 1], "margin": top2[:, 1] - top2[:, 0], "entropy": entropy}
+
+
+def round_trip(emb_lb: np.ndarray, y_lb: np.ndarray, emb_ulb: np.ndarray, num_classes: int, *, seed: int) -> dict:
+    """Learning-by-association statistics on the model's embeddings: the class × class round-trip
+    matrix and how evenly the walk visits the unlabelled sample."""
+    from labelkit.ssl.losses import association_probabilities, round_trip_by_class
+
+    rng = np.random.default_rng(seed)
+    if len(emb_ulb) > ROUND_TRIP_SAMPLE:
+        emb_ulb = emb_ulb[rng.choice(len(emb_ulb), ROUND_TRIP_SAMPLE, replace=False)]
+    a = torch.from_numpy(emb_lb).double() * ROUND_TRIP_SCALE
+    b = torch.from_numpy(emb_ulb).double()
+    p_ab, _, p_aba = association_probabilities(a, b)
+    matrix = round_trip_by_class(p_aba, torch.from_numpy(y_lb), num_classes)
+    visit = p_ab.mean(0)
+    return {
+        "matrix": [[None if math.isnan(v) else float(v) for v in row] for row in matrix.tolist()],
+        "walker_accuracy": float(torch.nanmean(torch.diagonal(matrix))),
+        "visit_entropy_ratio": float(-(visit * visit.clamp_min(1e-12).log()).sum() / math.log(len(visit))),
+        "unlabelled_sample": len(emb_ulb),
+    }
+
+
+def run_round(
+    store: Store,
+    job: JobInfo,
+    *,
+    settings: WorkerSettings,
+    device: torch.device,
+    report: Callable[[dict[str, Any]], bool],
+) -> int | None:
+    """Train, evaluate and predict for one job; returns the new model version id, or None if the
+    job was asked to stop (its checkpoint stays for a later resume)."""
+    image_size = int(job.params.get("image_size", settings.image_size))
+    channels = 1 if _all_gray(store) else 3
+    data = load_workspace(store, image_size=image_size, channels=channels)
+    if data.unreadable:
+        report({"phase": "loading", "unreadable": len(data.unreadable)})
+    labelled_classes = np.unique(data.y_lb)
+    if len(labelled_classes) < 2:
+        raise RoundError(
+            f"need labels of at least two classes to train; have {len(data.y_lb)} label(s) in "
+            f"{len(labelled_classes)} class(es)"
+        )
+    seed = int(job.params.get("seed", job.id))
+    hold = split_holdout(data.y_lb, fraction=settings.holdout_fraction, minimum=settings.min_holdout, seed=seed)
+    everything = np.concatenate([data.x_lb, data.x_ulb])
+    train_data = TrainData(
+        x_lb=data.x_lb[~hold],
+        y_lb=data.y_lb[~hold],
+        x_ulb=everything,
+        x_test=data.x_lb[hold] if hold.any() else None,
+        y_test=data.y_lb[hold] if hold.any() else None,
+        class_names=data.class_names,
+    )
+    options = {**default_config(len(everything), device.type == "cuda"), **job.params.get("config", {})}
+    options.update(device=str(device), seed=seed, num_threads=0 if device.type == "cuda" else cpu_threads())
+    config = TrainConfig.from_dict(options)
+    last_annotation = store.last_annotation_id()
+
+    started = time.monotonic()
+    stop_asked = False
+
+    def on_metrics(step: int, metrics: dict[str, float]) -> None:
+        nonlocal stop_asked
+        elapsed = time.monotonic() - started
+        stop_asked = report({"phase": "training", "step": step, "steps": config.steps, "elapsed_s": elapsed,
+                             **{k: v for k, v in metrics.items() if math.isfinite(v)}})
+
+    run_dir = store.workspace.runs / f"job-{job.id}"
+    resumed_from = _checkpoint_step(run_dir)
+    result = train(config, train_data, run_dir=run_dir, callback=on_metrics, stop=lambda: stop_asked)
+    if result.stopped:
+        return None
+
+    report({"phase": "predicting", "step": result.step, "steps": config.steps})
+    probs, emb = predict(result.model, everything, batch_size=512, device=device)
+    item_ids = np.concatenate([data.lb_ids, data.ulb_ids])
+    scores = uncertainty_scores(probs)
+    metrics: dict[str, Any] = {"train_labels": int((~hold).sum()), "holdout_labels": int(hold.sum())}
+    if hold.any():
+        correct = int((probs[: len(data.y_lb)][hold].argmax(1) == data.y_lb[hold]).sum())
+        n = int(hold.sum())
+        low, high = wilson_interval(correct, n)
+        metrics.update(holdout_accuracy=correct / n, holdout_ci95=[low, high],
+                       holdout_item_ids=data.lb_ids[hold].tolist())
+    else:
+        metrics["holdout_note"] = f"fewer than {settings.min_holdout} labels: every label used for training"
+    metrics["round_trip"] = round_trip(emb[: len(data.y_lb)], data.y_lb, emb[len(data.y_lb):], len(data.class_ids), seed=seed)
+    metrics["train_history"] = result.history[-50:]
+    metrics["last_annotation_id"] = last_annotation
+    metrics["resumed_from_step"] = resumed_from
+    metrics["wall_s"] = time.monotonic() - started
+
+    folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config)
+    class_ids = np.asarray(data.class_ids)
+    predictions = pd.DataFrame(
+        {"item_id": item_ids, "class_id": class_ids[scores["pred"]], "confidence": scores["confidence"],
+         "margin": scores["margin"], "entropy": scores["entropy"]}
+    )
+    counts = store.label_counts()
+    latest = store.versions.latest()
+    version_id = store.versions.add(
+        method="+".join(config.methods), backbone=config.model, config=config.to_dict(), metrics=metrics,
+        label_counts={src: int(n) for src, n in counts.groupby("source")["count"].sum().items()},
+        classes=[{"id": i, "name": n} for i, n in zip(data.class_ids, data.class_names, strict=True)],
+        device=device_name(device), path=str(folder.relative_to(store.workspace.root)),
+        parent_id=latest.id if latest else None, predictions=predictions,
+    )
+    shutil.rmtree(run_dir, ignore_errors=True)  # the version folder keeps the final model
+    return version_id
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    """Step of the checkpoint an interrupted run of this job left (0 if none)."""
+    from labelkit.train import CHECKPOINT
+
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+def _all_gray(store: Store) -> bool:
+    table = store.item_table()
+    ids = table.loc[table["status"] == "active", "item_id"].tolist()
+    return all(item.mode in GRAY_MODES for item in store.items(ids))
+
+
+def _write_version_files(
+    workspace: Workspace, job: JobInfo, result: Any, item_ids: np.ndarray, probs: np.ndarray,
+    emb: np.ndarray, data: WorkspaceArrays, config: TrainConfig,
+) -> Path:
+    """model.pt, probs.npy, embeddings.npy (memory-mappable), item_ids.npy in a folder that appears
+    complete or not at all."""
+    name = f"model-{time.strftime('%Y%m%d-%H%M%S')}-job{job.id}"
+    final = workspace.runs / name
+    tmp = workspace.runs / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(
+        {"state_dict": result.model.state_dict(), "config": config.to_dict(),
+         "class_ids": list(data.class_ids), "class_names": list(data.class_names),
+         "in_channels": int(data.x_lb.shape[1]), "image_size": int(data.x_lb.shape[-1])},
+        tmp / "model.pt",
+    )
+    np.save(tmp / "probs.npy", probs.astype(np.float32))
+    np.save(tmp / "embeddings.npy", emb.astype(np.float32))
+    np.save(tmp / "item_ids.npy", item_ids.astype(np.int64))
+    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+# ------------------------------------------------------------------------------------ the process
+class Worker:
+    def __init__(self, store: Store, settings: WorkerSettings, *, log: Callable[[str], None] = print) -> None:
+        self.store = store
+        self.settings = settings
+        self.log = log
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.shutdown = threading.Event()
+        self._lease_lost = threading.Event()
+
+    def _heartbeat(self) -> None:
+        # A thread in the worker process (not in the app): training steps can take longer than the
+        # stale timeout on a slow CPU, and the lease must not look dead meanwhile.
+        while not self.shutdown.wait(self.settings.stale_after / 4):
+            try:
+                self.store.jobs.heartbeat(self.owner)
+            except LeaseHeldError as exc:
+                self.log(f"worker: {exc}; stopping")
+                self._lease_lost.set()
+                self.shutdown.set()
+
+    def serve(self, *, once: bool = False) -> int:
+        """Serve jobs until shut down (or, with ``once``, run one round and return)."""
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+        took_over = self.store.jobs.acquire(
+            self.owner, pid=os.getpid(), host=socket.gethostname(), device=device_name(self.device),
+            stale_after=self.settings.stale_after,
+        )
+        requeued = self.store.jobs.requeue_running()
+        self.log(f"worker {self.owner} on {device_name(self.device)}"
+                 + (" (took over a dead worker's lease)" if took_over else "")
+                 + (f"; {requeued} interrupted job(s) resume" if requeued else ""))
+        beat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
+        beat.start()
+        try:
+            while not self.shutdown.is_set():
+                job = self.store.jobs.claim(self.owner)
+                if job is None and (once or self._labels_warrant_a_round()):
+                    self.store.jobs.enqueue("train", {"reason": "once" if once else "new labels"})
+                    continue
+                if job is not None:
+                    self._run(job)
+                    if once:
+                        break
+                else:
+                    self.shutdown.wait(self.settings.poll)
+        finally:
+            self.shutdown.set()
+            if not self._lease_lost.is_set():
+                self.store.jobs.release(self.owner)
+        return 0
+
+    def _labels_warrant_a_round(self) -> bool:
+        if self.settings.auto_min_new_labels <= 0 or self.store.jobs.active():
+            return False
+        latest = self.store.versions.latest()
+        since = int(latest.metrics.get("last_annotation_id", 0)) if latest else 0
+        return len(self.store.annotations(since_id=since)) >= self.settings.auto_min_new_labels
+
+    def _run(self, job: JobInfo) -> None:
+        self.log(f"job {job.id}: {job.kind} {job.params}")
+
+        def report(progress: dict[str, Any]) -> bool:
+            return self.store.jobs.report(job.id, progress) or self.shutdown.is_set()
+
+        try:
+            version = run_round(self.store, job, settings=self.settings, device=self.device, report=report)
+        except (RoundError, ValueError) as exc:
+            self.store.jobs.finish(job.id, "failed", error=str(exc))
+            self.log(f"job {job.id} failed: {exc}")
+            return
+        except torch.cuda.OutOfMemoryError:
+            self.store.jobs.finish(job.id, "failed", error="the GPU ran out of memory; choose a smaller batch size or model")
+            return
+        except Exception as exc:  # the worker keeps serving; the job says what went wrong
+            self.store.jobs.finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.log(traceback.format_exc())
+            return
+        if version is None:
+            if self.shutdown.is_set() and not self.store.jobs.get(job.id).stop_requested:
+                self.store.jobs.requeue_running()  # shutting down: resume this job next start
+            else:
+                self.store.jobs.finish(job.id, "cancelled")
+            self.log(f"job {job.id}: stopped")
+            return
+        self.store.jobs.finish(job.id, "done", model_version_id=version)
+        self.log(f"job {job.id}: model version {version}")
+
+
+def main(workspace: Workspace, *, once: bool, settings: WorkerSettings) -> int:
+    store = Store.open(workspace)
+    worker = Worker(store, settings, log=lambda m: print(m, flush=True))
+    # SIGTERM (the Train page's stop button, or a service manager) stops between steps, with a checkpoint.
+    signal.signal(signal.SIGTERM, lambda *_: worker.shutdown.set())
+    try:
+        return worker.serve(once=once)
+    except LeaseHeldError as exc:
+        print(f"labelkit worker: {exc}", flush=True)
+        return 3
+    except KeyboardInterrupt:
+        worker.shutdown.set()
+        return 130

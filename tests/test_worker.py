@@ -1,0 +1,181 @@
+"""The background worker: rounds that produce model versions, the lease, and crash safety under kill -9."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from labelkit.demo import build_demo
+from labelkit.store import Store
+from labelkit.store.jobs import LeaseHeldError
+from labelkit.worker import (
+    RoundError,
+    Worker,
+    WorkerSettings,
+    run_round,
+    split_holdout,
+    uncertainty_scores,
+    wilson_interval,
+)
+from labelkit.workspace import Workspace
+
+# A round small enough for a test on a busy 2-core machine: 16 × 16 images, tiny batches.
+TINY = {"steps": 6, "batch_size": 8, "mu": 1, "checkpoint_every": 2, "log_every": 1, "aug_group": 8}
+
+
+def _labelled_demo(store: Store, n: int = 60, labels: int = 24) -> None:
+    from labelkit.datasets import load_digits
+
+    build_demo(store, limit=n)
+    _, truth = load_digits()
+    for row in store.item_table().head(labels).itertuples():
+        digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+        store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="t")
+
+
+def test_wilson_interval_matches_a_hand_computation() -> None:
+    # 8 of 10 right, z = 1.96: centre (0.8 + 0.19208) / 1.38416 = 0.71677,
+    # half 1.96 · sqrt(0.016 + 0.0096040) / 1.38416 = 0.22657 → (0.4902, 0.9433)
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_uncertainty_scores_by_hand() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]])
+    s = uncertainty_scores(probs)
+    assert s["pred"].tolist() == [0, 0]
+    assert s["confidence"] == pytest.approx([0.7, 0.4])
+    assert s["margin"] == pytest.approx([0.5, 0.0])
+    h0 = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1))
+    assert s["entropy"][0] == pytest.approx(h0)
+
+
+def test_holdout_takes_a_share_of_every_class_but_never_a_class_s_only_label() -> None:
+    y = np.array([0] * 10 + [1] * 5 + [2])
+    mask = split_holdout(y, fraction=0.2, minimum=10, seed=0)
+    assert mask[y == 0].sum() == 2 and mask[y == 1].sum() == 1 and mask[y == 2].sum() == 0
+    assert not split_holdout(y[:9], fraction=0.2, minimum=10, seed=0).any()
+
+
+def test_a_round_records_a_version_with_predictions_for_every_item(store: Store) -> None:
+    _labelled_demo(store)
+    job_id = store.jobs.enqueue("train", {"config": TINY, "image_size": 16})
+    job = store.jobs.claim("test")
+    progress: list[dict] = []
+    version_id = run_round(
+        store, job, settings=WorkerSettings(), device=torch.device("cpu"), report=lambda p: progress.append(p) or False
+    )
+    assert job.id == job_id and version_id is not None
+    version = store.versions.get(version_id)
+    predictions = store.versions.predictions(version_id)
+    assert sorted(predictions["item_id"]) == sorted(store.item_table()["item_id"])
+    assert predictions["confidence"].between(0, 1).all() and (predictions["margin"] >= 0).all()
+    assert version.metrics["holdout_labels"] > 0 and 0 <= version.metrics["holdout_accuracy"] <= 1
+    matrix = np.array(version.metrics["round_trip"]["matrix"], dtype=float)
+    labelled_rows = ~np.isnan(matrix).any(axis=1)
+    assert np.allclose(matrix[labelled_rows].sum(axis=1), 1.0)
+    folder = store.workspace.path(version.path)
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
+    assert embeddings.shape[0] == len(predictions)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+    assert [p["step"] for p in progress if p.get("phase") == "training"][-1] == TINY["steps"]
+
+
+def test_a_round_without_two_labelled_classes_explains_what_is_missing(store: Store) -> None:
+    build_demo(store, limit=10)
+    store.label(1, store.class_by_name("3").id, annotator="t")
+    store.jobs.enqueue("train", {"config": TINY, "image_size": 16})
+    job = store.jobs.claim("test")
+    with pytest.raises(RoundError, match="at least two classes"):
+        run_round(store, job, settings=WorkerSettings(), device=torch.device("cpu"), report=lambda p: False)
+
+
+def test_a_live_lease_refuses_a_second_worker_and_a_stale_one_is_taken_over(store: Store) -> None:
+    jobs = store.jobs
+    assert jobs.acquire("a", pid=1, host="h", device="cpu", stale_after=30) is False
+    with pytest.raises(LeaseHeldError, match="pid 1 on h"):
+        jobs.acquire("b", pid=2, host="h", device="cpu", stale_after=30)
+    assert jobs.acquire("b", pid=2, host="h", device="cpu", stale_after=0) is True
+    with pytest.raises(LeaseHeldError):
+        jobs.heartbeat("a")  # the old holder learns it lost the lease
+    jobs.heartbeat("b")
+
+
+def test_failed_round_is_recorded_and_the_worker_keeps_serving(store: Store) -> None:
+    build_demo(store, limit=10)
+    bad = store.jobs.enqueue("train", {"config": {"steps": -1}})
+    worker = Worker(store, WorkerSettings(poll=0.05, auto_min_new_labels=0), log=lambda m: None)
+    worker.serve(once=True)
+    failed = store.jobs.get(bad)
+    assert failed.status == "failed" and failed.error
+    assert store.jobs.lease() is None  # released on exit
+
+
+def _start_worker(ws: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "labelkit", "-w", str(ws), "worker", "--stale-after", "2", "--poll", "0.2",
+         "--auto-min-new-labels", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for_step(store: Store, job_id: int, at_least: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = store.jobs.get(job_id).progress.get("step", 0)
+        if step >= at_least:
+            return step
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach step {at_least}")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_leaves_the_workspace_consistent_and_training_resumes(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    store = Store.open(Workspace.resolve(ws))
+    _labelled_demo(store, n=40, labels=20)
+    steps = 40
+    job_id = store.jobs.enqueue("train", {"config": {**TINY, "steps": steps}, "image_size": 16})
+    rng = random.Random(0)
+    killed_at = []
+    for _ in range(2):
+        proc = _start_worker(ws)
+        reached = store.jobs.get(job_id).progress.get("step", 0)
+        killed_at.append(_wait_for_step(store, job_id, reached + rng.randint(3, 10), proc))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # consistent: no version row, no version folder without its row, the job still owed
+        assert store.versions.all() == []
+        assert not [p for p in (ws / "runs").iterdir() if p.name.startswith("model-")]
+        assert store.jobs.get(job_id).status == "running"
+    time.sleep(2.1)  # the dead worker's lease goes stale
+    proc = _start_worker(ws)
+    try:
+        deadline = time.monotonic() + 180
+        while store.jobs.get(job_id).status != "done":
+            assert time.monotonic() < deadline, "the restarted worker did not finish the job"
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert "took over a dead worker's lease" in out and "1 interrupted job(s) resume" in out
+    version = store.versions.get(store.jobs.get(job_id).model_version_id)
+    # resumed from the last checkpoint before the second kill (checkpoints every 2 steps), not from 0
+    assert killed_at[-1] - 2 - TINY["log_every"] <= version.metrics["resumed_from_step"] <= killed_at[-1]
+    assert version.metrics["resumed_from_step"] > 0
+    assert len(store.versions.predictions(version.id)) == store.count_items()
+    assert store.jobs.lease() is None  # SIGTERM released it
