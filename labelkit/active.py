@@ -176,10 +176,9 @@ def rank(
     n = len(mask)
     p = None if probs is None else as_probs(probs, n=n)
     e = None if embeddings is None else _as_embeddings(embeddings, n=n)
+    # class_counts is checked against probs' classes; without probs no strategy can read it.
     counts = None
-    if class_counts is not None:
-        if p is None:
-            raise ValueError("class_counts is only meaningful together with probs")
+    if class_counts is not None and p is not None:
         counts = _as_class_counts(class_counts, num_classes=p.shape[1])
 
     unlabeled = np.flatnonzero(~mask)
