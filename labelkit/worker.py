@@ -75,8 +75,17 @@ def default_config(num_items: int, on_cuda: bool) -> dict[str, Any]:
     if on_cuda:
         return {"model": "wrn28_2", "methods": ["fixmatch"], "steps": 2_000, "batch_size": 64, "mu": 7}
     steps = 300 if num_items <= 5_000 else 500
-    return {"model": "cnn_small", "methods": ["fixmatch"], "steps": steps, "batch_size": 32, "mu": 3,
-            "aug_group": 8, "eval_every": 0, "checkpoint_every": 50, "log_every": 10}
+    return {
+        "model": "cnn_small",
+        "methods": ["fixmatch"],
+        "steps": steps,
+        "batch_size": 32,
+        "mu": 3,
+        "aug_group": 8,
+        "eval_every": 0,
+        "checkpoint_every": 50,
+        "log_every": 10,
+    }
 
 
 # ---------------------------------------------------------------------------------------- a round
@@ -91,7 +100,7 @@ def split_holdout(y: np.ndarray, *, fraction: float, minimum: int, seed: int) ->
         members = np.flatnonzero(y == cls)
         if len(members) < 2:
             continue
-        k = max(1, int(round(fraction * len(members))))
+        k = max(1, round(fraction * len(members)))
         mask[rng.choice(members, size=min(k, len(members) - 1), replace=False)] = True
     return mask
 
@@ -111,10 +120,17 @@ def uncertainty_scores(probs: np.ndarray) -> dict[str, np.ndarray]:
     margin (p1 − p2; smaller is less sure), entropy (nats; higher is less sure)."""
     top2 = np.sort(probs, axis=1)[:, -2:]
     entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(axis=1)
-    return {"pred": probs.argmax(1), "confidence": top2[:, 1], "margin": top2[:, 1] - top2[:, 0], "entropy": entropy}
+    return {
+        "pred": probs.argmax(1),
+        "confidence": top2[:, 1],
+        "margin": top2[:, 1] - top2[:, 0],
+        "entropy": entropy,
+    }
 
 
-def round_trip(emb_lb: np.ndarray, y_lb: np.ndarray, emb_ulb: np.ndarray, num_classes: int, *, seed: int) -> dict:
+def round_trip(
+    emb_lb: np.ndarray, y_lb: np.ndarray, emb_ulb: np.ndarray, num_classes: int, *, seed: int
+) -> dict:
     """Learning-by-association statistics on the model's embeddings: the class × class round-trip
     matrix and how evenly the walk visits the unlabelled sample."""
     from labelkit.ssl.losses import association_probabilities, round_trip_by_class
@@ -157,7 +173,9 @@ def run_round(
             f"{len(labelled_classes)} class(es)"
         )
     seed = int(job.params.get("seed", job.id))
-    hold = split_holdout(data.y_lb, fraction=settings.holdout_fraction, minimum=settings.min_holdout, seed=seed)
+    hold = split_holdout(
+        data.y_lb, fraction=settings.holdout_fraction, minimum=settings.min_holdout, seed=seed
+    )
     everything = np.concatenate([data.x_lb, data.x_ulb])
     train_data = TrainData(
         x_lb=data.x_lb[~hold],
@@ -178,8 +196,15 @@ def run_round(
     def on_metrics(step: int, metrics: dict[str, float]) -> None:
         nonlocal stop_asked
         elapsed = time.monotonic() - started
-        stop_asked = report({"phase": "training", "step": step, "steps": config.steps, "elapsed_s": elapsed,
-                             **{k: v for k, v in metrics.items() if math.isfinite(v)}})
+        stop_asked = report(
+            {
+                "phase": "training",
+                "step": step,
+                "steps": config.steps,
+                "elapsed_s": elapsed,
+                **{k: v for k, v in metrics.items() if math.isfinite(v)},
+            }
+        )
 
     run_dir = store.workspace.runs / f"job-{job.id}"
     resumed_from = _checkpoint_step(run_dir)
@@ -196,11 +221,16 @@ def run_round(
         correct = int((probs[: len(data.y_lb)][hold].argmax(1) == data.y_lb[hold]).sum())
         n = int(hold.sum())
         low, high = wilson_interval(correct, n)
-        metrics.update(holdout_accuracy=correct / n, holdout_ci95=[low, high],
-                       holdout_item_ids=data.lb_ids[hold].tolist())
+        metrics.update(
+            holdout_accuracy=correct / n,
+            holdout_ci95=[low, high],
+            holdout_item_ids=data.lb_ids[hold].tolist(),
+        )
     else:
         metrics["holdout_note"] = f"fewer than {settings.min_holdout} labels: every label used for training"
-    metrics["round_trip"] = round_trip(emb[: len(data.y_lb)], data.y_lb, emb[len(data.y_lb):], len(data.class_ids), seed=seed)
+    metrics["round_trip"] = round_trip(
+        emb[: len(data.y_lb)], data.y_lb, emb[len(data.y_lb) :], len(data.class_ids), seed=seed
+    )
     metrics["train_history"] = result.history[-50:]
     metrics["last_annotation_id"] = last_annotation
     metrics["resumed_from_step"] = resumed_from
@@ -209,17 +239,27 @@ def run_round(
     folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config)
     class_ids = np.asarray(data.class_ids)
     predictions = pd.DataFrame(
-        {"item_id": item_ids, "class_id": class_ids[scores["pred"]], "confidence": scores["confidence"],
-         "margin": scores["margin"], "entropy": scores["entropy"]}
+        {
+            "item_id": item_ids,
+            "class_id": class_ids[scores["pred"]],
+            "confidence": scores["confidence"],
+            "margin": scores["margin"],
+            "entropy": scores["entropy"],
+        }
     )
     counts = store.label_counts()
     latest = store.versions.latest()
     version_id = store.versions.add(
-        method="+".join(config.methods), backbone=config.model, config=config.to_dict(), metrics=metrics,
+        method="+".join(config.methods),
+        backbone=config.model,
+        config=config.to_dict(),
+        metrics=metrics,
         label_counts={src: int(n) for src, n in counts.groupby("source")["count"].sum().items()},
         classes=[{"id": i, "name": n} for i, n in zip(data.class_ids, data.class_names, strict=True)],
-        device=device_name(device), path=str(folder.relative_to(store.workspace.root)),
-        parent_id=latest.id if latest else None, predictions=predictions,
+        device=device_name(device),
+        path=str(folder.relative_to(store.workspace.root)),
+        parent_id=latest.id if latest else None,
+        predictions=predictions,
     )
     shutil.rmtree(run_dir, ignore_errors=True)  # the version folder keeps the final model
     return version_id
@@ -242,8 +282,14 @@ def _all_gray(store: Store) -> bool:
 
 
 def _write_version_files(
-    workspace: Workspace, job: JobInfo, result: Any, item_ids: np.ndarray, probs: np.ndarray,
-    emb: np.ndarray, data: WorkspaceArrays, config: TrainConfig,
+    workspace: Workspace,
+    job: JobInfo,
+    result: Any,
+    item_ids: np.ndarray,
+    probs: np.ndarray,
+    emb: np.ndarray,
+    data: WorkspaceArrays,
+    config: TrainConfig,
 ) -> Path:
     """model.pt, probs.npy, embeddings.npy (memory-mappable), item_ids.npy in a folder that appears
     complete or not at all."""
@@ -253,9 +299,14 @@ def _write_version_files(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save(
-        {"state_dict": result.model.state_dict(), "config": config.to_dict(),
-         "class_ids": list(data.class_ids), "class_names": list(data.class_names),
-         "in_channels": int(data.x_lb.shape[1]), "image_size": int(data.x_lb.shape[-1])},
+        {
+            "state_dict": result.model.state_dict(),
+            "config": config.to_dict(),
+            "class_ids": list(data.class_ids),
+            "class_names": list(data.class_names),
+            "in_channels": int(data.x_lb.shape[1]),
+            "image_size": int(data.x_lb.shape[-1]),
+        },
         tmp / "model.pt",
     )
     np.save(tmp / "probs.npy", probs.astype(np.float32))
@@ -296,13 +347,18 @@ class Worker:
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads())
         took_over = self.store.jobs.acquire(
-            self.owner, pid=os.getpid(), host=socket.gethostname(), device=device_name(self.device),
+            self.owner,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            device=device_name(self.device),
             stale_after=self.settings.stale_after,
         )
         requeued = self.store.jobs.requeue_running()
-        self.log(f"worker {self.owner} on {device_name(self.device)}"
-                 + (" (took over a dead worker's lease)" if took_over else "")
-                 + (f"; {requeued} interrupted job(s) resume" if requeued else ""))
+        self.log(
+            f"worker {self.owner} on {device_name(self.device)}"
+            + (" (took over a dead worker's lease)" if took_over else "")
+            + (f"; {requeued} interrupted job(s) resume" if requeued else "")
+        )
         beat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
         beat.start()
         try:
@@ -343,7 +399,9 @@ class Worker:
             self.log(f"job {job.id} failed: {exc}")
             return
         except torch.cuda.OutOfMemoryError:
-            self.store.jobs.finish(job.id, "failed", error="the GPU ran out of memory; choose a smaller batch size or model")
+            self.store.jobs.finish(
+                job.id, "failed", error="the GPU ran out of memory; choose a smaller batch size or model"
+            )
             return
         except Exception as exc:  # the worker keeps serving; the job says what went wrong
             self.store.jobs.finish(job.id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -373,3 +431,47 @@ def main(workspace: Workspace, *, once: bool, settings: WorkerSettings) -> int:
     except KeyboardInterrupt:
         worker.shutdown.set()
         return 130
+
+
+def spawn(workspace: Workspace, *, auto_min_new_labels: int = 20) -> int:
+    """Start ``labelkit worker`` for ``workspace`` as a detached process (it outlives the page that
+    started it), logging to ``logs/worker.log``; returns its pid."""
+    import subprocess
+    import sys
+
+    workspace.logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LABELKIT_DB_URL": workspace.db_url, "PYTHONUNBUFFERED": "1"}
+    with open(workspace.logs / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "labelkit",
+                "--workspace",
+                str(workspace.root),
+                "worker",
+                "--auto-min-new-labels",
+                str(auto_min_new_labels),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def stop(store: Store) -> bool:
+    """Ask the workspace's worker to stop (SIGTERM: it checkpoints and requeues its job).
+
+    Only a worker on this host can be signalled; returns False when there is none to stop here.
+    """
+    lease = store.jobs.lease()
+    if lease is None or lease.host != socket.gethostname():
+        return False
+    try:
+        os.kill(lease.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
