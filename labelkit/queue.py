@@ -6,9 +6,14 @@ up to ``limit`` item ids, best first. Active-learning strategies register furthe
 
 from __future__ import annotations
 
+import functools
 import secrets
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from labelkit.store import QueueFilter, Store
 
@@ -72,3 +77,89 @@ def random_order(
     Each session starts at its own key, so two annotators rarely see the same item at once.
     """
     return store.queue_ids(start_key=start_key, limit=limit, where=where, exclude=exclude)
+
+
+# ------------------------------------------------------------------------------ active learning
+# Strategies of ``labelkit.active`` that need a model; each becomes a queue order of the same name.
+# Until a model version exists (and for filters other than "unlabelled") they fall back to the
+# random ring, which is the honest cold start: nothing is known yet about what is uncertain.
+ACTIVE_ORDERS = ("margin", "entropy", "least_confidence", "kcenter", "cluster_uncertain", "class_balance")
+_REASONS_KEPT = 10_000
+_reasons: dict[tuple[str, int], str] = {}
+_reasons_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _version_arrays(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model version's (item_ids, probs, embeddings); versions are immutable, so cache them."""
+    path = Path(folder)
+    return (
+        np.load(path / "item_ids.npy"),
+        np.load(path / "probs.npy"),
+        np.load(path / "embeddings.npy", mmap_mode="r"),
+    )
+
+
+def reason(order: str, item_id: int) -> str | None:
+    """Why ``order`` proposed ``item_id`` (shown under the image), if it was an active-learning pick."""
+    with _reasons_lock:
+        return _reasons.get((order, item_id))
+
+
+def _remember(order: str, item_ids: Sequence[int], reasons: Sequence[str]) -> None:
+    with _reasons_lock:
+        if len(_reasons) > _REASONS_KEPT:
+            _reasons.clear()
+        _reasons.update({(order, int(i)): r for i, r in zip(item_ids, reasons, strict=True)})
+
+
+def _active_order(strategy: str) -> QueueOrder:
+    from labelkit import active
+
+    spec = active.STRATEGIES[strategy]
+
+    def order(
+        store: Store, *, where: QueueFilter, start_key: int, limit: int, exclude: Sequence[int]
+    ) -> list[int]:
+        version = store.versions.latest()
+        ring = store.queue_ids(start_key=start_key, limit=limit, where=where, exclude=exclude)
+        if version is None or where != QueueFilter(labeled=False):
+            return ring
+        # Items the expert sent back (raised priority, e.g. rejected pseudo-labels) come first.
+        raised = [item.id for item in store.items(ring) if item.priority > 0]
+        item_ids, probs, embeddings = _version_arrays(str(store.workspace.path(version.path)))
+        table = store.item_table()
+        taken = set(table.loc[table["class_id"].notna() | (table["status"] != "active"), "item_id"])
+        taken.update(exclude)
+        taken.update(raised)
+        labeled = np.isin(item_ids, np.fromiter(taken, dtype=np.int64, count=len(taken)))
+        inputs: dict[str, object] = {}
+        if "probs" in spec.needs or "class_counts" in spec.needs:
+            inputs["probs"] = probs
+        if "embeddings" in spec.needs:
+            inputs["embeddings"] = embeddings
+        if "class_counts" in spec.needs:
+            column = {c["id"]: i for i, c in enumerate(version.classes)}
+            counts = np.zeros(probs.shape[1], dtype=np.int64)
+            for class_id, n in table["class_id"].dropna().astype(int).value_counts().items():
+                if class_id in column:
+                    counts[column[class_id]] = n
+            inputs["class_counts"] = counts
+        picked: list[int] = []
+        if (~labeled).any():
+            ranking = active.rank(strategy, labeled_mask=labeled, k=limit, seed=start_key % 2**31, **inputs)  # type: ignore[arg-type]
+            picked = [int(i) for i in item_ids[ranking.indices]]
+            _remember(strategy, picked, ranking.reasons)
+        out = list(dict.fromkeys(raised + picked))[:limit]
+        if len(out) < limit:  # items imported after the model was trained: the ring supplies them
+            out += store.queue_ids(
+                start_key=start_key, limit=limit - len(out), where=where, exclude=[*exclude, *out]
+            )
+        return out
+
+    order.__doc__ = f"Active learning, {strategy}: {spec.summary}"
+    return order
+
+
+for _name in ACTIVE_ORDERS:
+    register_queue_order(_name)(_active_order(_name))
