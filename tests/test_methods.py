@@ -323,3 +323,30 @@ def test_association_normalized_embeddings_are_scaled_before_the_walk() -> None:
     _, _, p_aba = association_probabilities(5.0 * out.emb_lb, out.emb_ulb_w)
     torch.testing.assert_close(result.terms["walker_loss"], walker_loss(p_aba, batch.y_lb))
     assert 0.0 <= result.stats["pseudo_acc"].item() <= 1.0
+
+
+def test_ema_teacher_tracks_the_student_closely_at_first_then_averages() -> None:
+    student = nn.Linear(1, 1, bias=False)
+    teacher = EMATeacher(student, decay=0.9)
+    with torch.no_grad():
+        student.weight.fill_(2.0)
+    teacher.update(student)  # update 0: α = min(1 − 1/1, 0.9) = 0 → copy
+    assert teacher.model.weight.item() == pytest.approx(2.0)
+    with torch.no_grad():
+        student.weight.fill_(4.0)
+    teacher.update(student)  # update 1: α = min(1 − 1/2, 0.9) = 0.5 → ½·2 + ½·4
+    assert teacher.model.weight.item() == pytest.approx(3.0)
+    for _ in range(20):
+        teacher.update(student)  # α reaches 0.9: 3 → 4 geometrically, never past it
+    assert 3.9 < teacher.model.weight.item() < 4.0
+
+
+def test_ema_teacher_normalises_with_its_own_batch_statistics_even_in_eval() -> None:
+    # Running statistics copied from the student do not fit averaged weights; the teacher must
+    # normalise each batch by itself (its BN has weight 1, bias 0: output mean 0, variance 1).
+    student = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    teacher = EMATeacher(student, decay=0.9)
+    teacher.eval()
+    out = teacher(torch.randn(64, 2) * 5 + 3)
+    torch.testing.assert_close(out.mean(dim=0), torch.zeros(2), atol=1e-5, rtol=0)
+    assert not out.requires_grad

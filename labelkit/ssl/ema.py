@@ -13,8 +13,10 @@ class EMATeacher(nn.Module):
     """A frozen copy of ``model`` that follows it by Tarvainen & Valpola 2017, Eq. 1: θ' ← α θ' + (1 − α) θ.
 
     The copy never trains: its parameters have ``requires_grad=False`` so the optimiser leaves them
-    alone, and it stays in eval mode (dropout off, batch-norm on the running statistics it copies
-    from the student) even when the loop calls ``.train()`` on the method that owns it.
+    alone. It always runs in train mode, as in Mean Teacher's and USB's code: batch-norm normalises
+    with the statistics of the teacher's own batch. Running statistics copied from the student do
+    not fit weights averaged over many steps: in eval mode the teacher stayed at chance on digits
+    while the student learned, and Mean Teacher then pulled the student down to chance as well.
     """
 
     num_updates: torch.Tensor
@@ -24,12 +26,12 @@ class EMATeacher(nn.Module):
         self.decay = decay
         self.model = copy.deepcopy(model)
         self.model.requires_grad_(False)
-        self.model.eval()
+        self.model.train()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True) -> EMATeacher:
         super().train(mode)
-        self.model.eval()
+        self.model.train()
         return self
 
     @torch.no_grad()
@@ -45,7 +47,8 @@ class EMATeacher(nn.Module):
         decay = min(1.0 - 1.0 / (n + 1), self.decay)
         for t, s in zip(self.model.parameters(), model.parameters(), strict=True):
             t.lerp_(s.detach(), 1.0 - decay)
-        # Buffers (batch-norm running statistics) are running averages already: copy them.
+        # Buffers (batch-norm running statistics) are running averages already: copy them, so that
+        # the teacher checkpoints like a model; its own forward passes normalise by batch.
         for tb, sb in zip(self.model.buffers(), model.buffers(), strict=True):
             tb.copy_(sb)
         self.num_updates += 1
