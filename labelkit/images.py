@@ -91,12 +91,11 @@ def decode(data: bytes) -> Decoded:
                 width, height = probe.size
                 _check_size(width, height)
                 probe.verify()
-            image = Image.open(io.BytesIO(data))
-            image.seek(0)  # GIF/TIFF/WebP animations: the first frame
-            image.load()
-            mode = image.mode
-            image = ImageOps.exif_transpose(image)
-            flat = _flatten(image)
+            opened = Image.open(io.BytesIO(data))
+            opened.seek(0)  # GIF/TIFF/WebP animations: the first frame
+            opened.load()
+            mode = opened.mode
+            flat = _flatten(ImageOps.exif_transpose(opened))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

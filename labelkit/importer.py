@@ -10,6 +10,7 @@ ImageFolder layout or a ``filename,label`` CSV) become annotations with source `
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -145,7 +146,7 @@ def import_uploads(
                 _zip_candidates(io.BytesIO(data), prefix=shown + "/", with_labels=labels == "folders")
             )
         else:
-            candidates.append(_Candidate(shown, lambda data=data: data))
+            candidates.append(_Candidate(shown, functools.partial(bytes, data)))
     return _run(store, candidates, "upload", new_classes, annotator, progress, [])
 
 
@@ -192,7 +193,7 @@ def _zip_candidates(
         if with_labels and problem is None:
             inner = PurePosixPath(name.split("/", 1)[1] if strip else name)
             label = _folder_label(inner)
-        yield _Candidate(shown, lambda info=info: archive.read(info), label, problem)
+        yield _Candidate(shown, functools.partial(archive.read, info), label, problem)
 
 
 def _zip_problem(info: zipfile.ZipInfo, name: str) -> str | None:
