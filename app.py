@@ -13,6 +13,7 @@ pages = st.navigation(
     [
         st.Page("labelkit/ui/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("labelkit/ui/label.py", title="Label", icon=":material/label:", url_path="label"),
+        st.Page("labelkit/ui/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
         st.Page("labelkit/ui/settings.py", title="Settings", icon=":material/settings:", url_path="settings"),
     ]
 )

@@ -1,0 +1,417 @@
+"""What the Explore page shows, as data and plotly figures: a 2-D map of a model version's embeddings
+with labels and predictions joined on, the learning-by-association round trip per item, and the
+held-out diagnostics.
+
+The map is UMAP (McInnes et al. 2018) fitted on at most ``sample`` items and extended to the rest
+with ``transform``; the coordinates are cached in the version's folder (``umap.npy`` and
+``umap_item_ids.npy``), so a version is projected once, by the worker after its round or by the
+first page that asks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from labelkit.store import Store
+    from labelkit.store.versions import VersionInfo
+
+UMAP_FILE = "umap.npy"
+UMAP_IDS_FILE = "umap_item_ids.npy"
+# UMAP's fit is super-linear in the items it sees; beyond this many, fit a random sample and place
+# the others with ``transform`` (linear, and the map looks the same at plotting resolution).
+DEFAULT_SAMPLE = 50_000
+TRANSFORM_CHUNK = 10_000  # rows per ``transform`` call, so the progress bar moves
+UNLABELLED = "unlabelled"
+NOT_HELD_OUT = "not held out"
+COLOR_BY = {
+    "Human label": "label",
+    "Pseudo-label (predicted class)": "predicted",
+    "Confidence": "confidence",
+    "Uncertainty (entropy)": "entropy",
+    "Held-out correctness": "holdout",
+}
+_CONTINUOUS = {"confidence", "entropy"}
+_GREY = "#c8c8c8"
+
+Progress = Callable[[float, str], None]
+
+
+class Reducer(Protocol):
+    def fit_transform(self, x: np.ndarray) -> np.ndarray: ...
+
+    def transform(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def make_reducer(n_fit: int, seed: int) -> Reducer:
+    """UMAP with its default 15 neighbours (fewer when fitting on fewer items) and a fixed seed."""
+    import umap  # lazily: importing it and compiling its numba kernels takes about a minute
+
+    return umap.UMAP(
+        n_neighbors=max(2, min(15, n_fit - 1)),
+        # spectral initialisation needs a connected neighbour graph, which tiny sets may lack
+        init="spectral" if n_fit > 30 else "random",
+        random_state=seed,
+    )
+
+
+def embed_2d(
+    embeddings: np.ndarray, *, sample: int = DEFAULT_SAMPLE, seed: int = 0, progress: Progress | None = None
+) -> np.ndarray:
+    """2-D coordinates (N, 2) of ``embeddings`` (N, D): fit on ``sample`` random rows, transform the rest."""
+    n = len(embeddings)
+    if n < 3:
+        raise ValueError(f"a map needs at least 3 items, the version has {n}")
+    if sample < 3:
+        raise ValueError(f"sample must be at least 3, got {sample}")
+    report = progress or (lambda fraction, text: None)
+    rng = np.random.default_rng(seed)
+    fit_rows = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    report(0.0, f"Fitting UMAP on {len(fit_rows):,} of {n:,} items…")
+    reducer = make_reducer(len(fit_rows), seed)
+    coords = np.empty((n, 2), dtype=np.float32)
+    coords[fit_rows] = reducer.fit_transform(np.asarray(embeddings[fit_rows], dtype=np.float32))
+    for start in range(0, len(rest), TRANSFORM_CHUNK):
+        report(start / n, f"Placing the other items: {start:,} of {len(rest):,}…")
+        rows = rest[start : start + TRANSFORM_CHUNK]
+        coords[rows] = reducer.transform(np.asarray(embeddings[rows], dtype=np.float32))
+    report(1.0, "Map ready")
+    return coords
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _cached_projection(folder: Path) -> pd.DataFrame | None:
+    coords_path, ids_path = folder / UMAP_FILE, folder / UMAP_IDS_FILE
+    if not (coords_path.exists() and ids_path.exists()):
+        return None
+    coords, ids = np.load(coords_path), np.load(ids_path)
+    if len(coords) != len(ids):
+        return None
+    return pd.DataFrame({"item_id": ids.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1]})
+
+
+def projection(
+    store: Store,
+    version: VersionInfo,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The version's map: one row per item it embedded, columns item_id, x, y.
+
+    Computed once (see ``embed_2d`` for ``sample``) and cached in the version's folder; a cached map
+    is returned as it is, whatever ``sample`` and ``seed`` are passed later.
+    """
+    folder = store.workspace.path(version.path)
+    cached = _cached_projection(folder)
+    if cached is not None:
+        return cached
+    item_ids = np.load(folder / "item_ids.npy")
+    embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
+    coords = embed_2d(embeddings, sample=sample, seed=seed, progress=progress)
+    # the coordinates are written last: a reader that finds them finds their ids too
+    _save_atomically(folder / UMAP_IDS_FILE, item_ids.astype(np.int64))
+    _save_atomically(folder / UMAP_FILE, coords)
+    return pd.DataFrame({"item_id": item_ids.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1]})
+
+
+def ensure_projection(store: Store, version_id: int) -> None:
+    """Compute and cache a version's map if it is not cached yet (for the worker, after a round)."""
+    projection(store, store.versions.get(version_id))
+
+
+def class_names(store: Store, version: VersionInfo) -> dict[int, str]:
+    """Class id → name: today's names, and the version's own for classes deleted since."""
+    return {int(c["id"]): str(c["name"]) for c in version.classes} | {c.id: c.name for c in store.classes()}
+
+
+def map_frame(store: Store, version: VersionInfo, *, progress: Progress | None = None) -> pd.DataFrame:
+    """One row per item on the version's map, with what the Explore page colours and hovers by.
+
+    Columns: item_id, x, y, name (file name), thumb_path, label_id / label (current label; missing when
+    unlabelled), source, labelled, predicted_id / predicted, confidence, margin, entropy, heldout
+    (the item was held out of the version's training), correct (heldout items: predicted == label;
+    NA for the others).
+    """
+    names = class_names(store, version)
+    items = store.item_table()[["item_id", "original_name", "thumb_path", "class_id", "source"]]
+    frame = (
+        projection(store, version, progress=progress)
+        .merge(items, on="item_id", how="inner")
+        .merge(store.versions.predictions(version.id), on="item_id", how="left")
+        .rename(columns={"original_name": "name", "class_id_x": "label_id", "class_id_y": "predicted_id"})
+    )
+    frame["label"] = frame["label_id"].map(lambda i: None if pd.isna(i) else names.get(int(i)))
+    frame["predicted"] = frame["predicted_id"].map(lambda i: None if pd.isna(i) else names.get(int(i)))
+    frame["labelled"] = frame["label_id"].notna()
+    frame["heldout"] = frame["item_id"].isin(version.metrics.get("holdout_item_ids", [])) & frame["labelled"]
+    same = frame["predicted_id"].to_numpy() == frame["label_id"].fillna(-1).to_numpy(dtype=np.int64)
+    frame["correct"] = pd.array(np.where(frame["heldout"], same, pd.NA), dtype="boolean")
+    return frame
+
+
+def holdout_confusion(frame: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Counts of held-out items by current label (rows) and predicted class (columns), over ``names``."""
+    held = frame[frame["heldout"]]
+    table = pd.crosstab(
+        pd.Categorical(held["label"], names), pd.Categorical(held["predicted"], names), dropna=False
+    )
+    table.index.name, table.columns.name = "label", "predicted"
+    return table
+
+
+def per_class_accuracy(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Held-out accuracy per class (diagonal over row total; NaN for a class with no held-out item)."""
+    totals = confusion.sum(axis=1)
+    right = pd.Series(np.diag(confusion.to_numpy()), index=confusion.index)
+    return pd.DataFrame(
+        {"class": confusion.index, "held out": totals.to_numpy(), "accuracy": (right / totals).to_numpy()}
+    )
+
+
+# ----------------------------------------------------------------------------- the round trip
+@dataclass(frozen=True)
+class RoundTripItems:
+    """P^{aba} between sampled labelled items, rows and columns ordered by class (Haeusser et al. 2017, Fig. 2)."""
+
+    rows: np.ndarray  # (n,) indices into the labelled embeddings that were sampled
+    labels: np.ndarray  # (n,) their classes, ascending
+    p_aba: np.ndarray  # (n, n): probability that a walk a → b → a from row i ends at column j
+
+
+def _unlabelled_sample(emb_b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from labelkit.worker import ROUND_TRIP_SAMPLE
+
+    if len(emb_b) > ROUND_TRIP_SAMPLE:
+        emb_b = emb_b[np.sort(rng.choice(len(emb_b), ROUND_TRIP_SAMPLE, replace=False))]
+    return np.asarray(emb_b, dtype=np.float64)
+
+
+def round_trip_items(
+    emb_a: np.ndarray, labels_a: np.ndarray, emb_b: np.ndarray, *, per_class: int, seed: int
+) -> RoundTripItems:
+    """The walker's round-trip probabilities for up to ``per_class`` labelled items of each class.
+
+    ``emb_a`` (N, D) labelled unit embeddings with class indices ``labels_a`` (N,) in 0..C-1, and
+    ``emb_b`` (M, D) unlabelled ones; scaled and sampled as
+    the worker's round-trip statistics are (``labelkit.worker.ROUND_TRIP_SCALE`` / ``_SAMPLE``), with
+    the same functions the association loss uses. The same arguments give the same sample, so two
+    versions' embeddings of the same items in the same order are compared on the same rows.
+    """
+    import torch
+
+    from labelkit.ssl.losses import association_probabilities
+    from labelkit.worker import ROUND_TRIP_SCALE
+
+    labels_a = np.asarray(labels_a)
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate(
+        [
+            np.sort(rng.choice(members, min(per_class, len(members)), replace=False))
+            for members in (np.flatnonzero(labels_a == c) for c in np.unique(labels_a))
+        ]
+    )
+    a = torch.from_numpy(np.asarray(emb_a[rows], dtype=np.float64)) * ROUND_TRIP_SCALE
+    b = torch.from_numpy(_unlabelled_sample(emb_b, rng))
+    _, _, p_aba = association_probabilities(a, b)
+    return RoundTripItems(rows=rows, labels=labels_a[rows], p_aba=p_aba.numpy())
+
+
+def class_round_trip(items: RoundTripItems, num_classes: int) -> np.ndarray:
+    """Class × class round-trip matrix of the sampled items (``round_trip_by_class``; NaN rows for absent classes)."""
+    import torch
+
+    from labelkit.ssl.losses import round_trip_by_class
+
+    labels = torch.from_numpy(items.labels.astype(np.int64))
+    return round_trip_by_class(torch.from_numpy(items.p_aba), labels, num_classes).numpy()
+
+
+def visit_distribution(emb_a: np.ndarray, emb_b: np.ndarray, *, seed: int) -> np.ndarray:
+    """P^{visit}_j = mean_i P^{ab}_ij (Haeusser et al. 2017, Eq. 5) over the worker's unlabelled sample.
+
+    Sums to 1; ``M · P^{visit}`` is 1 for every item when the walker visits all of them evenly.
+    """
+    import torch
+
+    from labelkit.ssl.losses import association_probabilities
+    from labelkit.worker import ROUND_TRIP_SCALE
+
+    a = torch.from_numpy(np.asarray(emb_a, dtype=np.float64)) * ROUND_TRIP_SCALE
+    b = torch.from_numpy(_unlabelled_sample(emb_b, np.random.default_rng(seed)))
+    p_ab, _, _ = association_probabilities(a, b)
+    return p_ab.mean(0).numpy()
+
+
+def version_embeddings(store: Store, version: VersionInfo, item_ids: Sequence[int]) -> np.ndarray:
+    """Rows of the version's embeddings for ``item_ids``, in that order (KeyError for an item it lacks)."""
+    folder = store.workspace.path(version.path)
+    row_of = {int(i): r for r, i in enumerate(np.load(folder / "item_ids.npy"))}
+    rows = np.array([row_of[int(i)] for i in item_ids], dtype=np.int64)
+    return np.asarray(np.load(folder / "embeddings.npy", mmap_mode="r")[rows])
+
+
+# ----------------------------------------------------------------------------- figures
+def _palette(n: int) -> list[str]:
+    import plotly.express as px
+
+    colours = px.colors.qualitative.Plotly if n <= 10 else px.colors.qualitative.Alphabet
+    return [colours[i % len(colours)] for i in range(n)]
+
+
+def map_figure(frame: pd.DataFrame, color_by: str, names: Sequence[str]) -> tuple[go.Figure, list[list[int]]]:
+    """A Scattergl map of ``map_frame`` rows coloured by one of ``COLOR_BY``; labelled items are diamonds.
+
+    Returns the figure and, per trace, the item id of each point (for ``selected_item_ids``).
+    """
+    import plotly.graph_objects as go
+
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}, got {color_by!r}")
+    column = COLOR_BY[color_by]
+    hover = (
+        "%{customdata[0]}<br>label: %{customdata[1]}<br>predicted: %{customdata[2]}"
+        " (confidence %{customdata[3]:.2f})<extra></extra>"
+    )
+
+    def trace(part: pd.DataFrame, name: str, marker: dict[str, Any]) -> go.Scattergl:
+        custom = np.column_stack(
+            [
+                part["name"],
+                part["label"].fillna(UNLABELLED),
+                part["predicted"].fillna("—"),
+                part["confidence"],
+            ]
+        )
+        symbols = np.where(part["labelled"], "diamond", "circle")
+        return go.Scattergl(
+            x=part["x"],
+            y=part["y"],
+            mode="markers",
+            name=name,
+            customdata=custom,
+            hovertemplate=hover,
+            marker={"size": 6, "symbol": symbols, "line": {"width": 0}, **marker},
+        )
+
+    fig = go.Figure()
+    point_ids: list[list[int]] = []
+    if column in _CONTINUOUS:
+        marker = {"color": frame[column], "colorscale": "Viridis", "colorbar": {"title": {"text": column}}}
+        fig.add_trace(trace(frame, color_by, marker))
+        point_ids.append(frame["item_id"].tolist())
+    else:
+        if column == "holdout":
+            groups = frame["correct"].map({True: "correct", False: "wrong"}).fillna(NOT_HELD_OUT)
+            order, colours = ["correct", "wrong", NOT_HELD_OUT], ["#2ca02c", "#d62728", _GREY]
+        else:
+            groups = frame[column].fillna(UNLABELLED)
+            order, colours = [*names, UNLABELLED], [*_palette(len(names)), _GREY]
+        for group, colour in zip(order, colours, strict=True):
+            part = frame[groups == group]
+            if len(part):
+                fig.add_trace(
+                    trace(part, group, {"color": colour, "opacity": 0.5 if colour == _GREY else 0.85})
+                )
+                point_ids.append(part["item_id"].tolist())
+    fig.update_layout(
+        dragmode="lasso",
+        height=620,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"itemsizing": "constant"},
+        xaxis={"showticklabels": False, "title": None},
+        yaxis={"showticklabels": False, "title": None},
+    )
+    return fig, point_ids
+
+
+def matrix_figure(
+    matrix: np.ndarray, names: Sequence[str], *, title: str, x_title: str, y_title: str
+) -> go.Figure:
+    """A class × class heatmap with its values written in the cells (NaN cells stay blank)."""
+    import plotly.graph_objects as go
+
+    values = np.asarray(matrix, dtype=float)
+    text = [["" if np.isnan(v) else f"{v:.2g}" for v in row] for row in values]
+    fig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(names),
+            y=list(names),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hovertemplate=f"{y_title} %{{y}} → {x_title} %{{x}}: %{{z}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": x_title, "type": "category"},
+        yaxis={"title": y_title, "type": "category", "autorange": "reversed"},
+    )
+    return fig
+
+
+def visit_figure(visit: np.ndarray, *, title: str) -> go.Figure:
+    """Histogram of ``M · P^{visit}`` over the unlabelled sample: a spike at 1 is an even walk, mass
+    near 0 is items the walker never reaches."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Histogram(x=np.asarray(visit) * len(visit), nbinsx=30, marker={"color": "#636efa"}))
+    fig.update_layout(
+        title=title,
+        height=220,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        bargap=0.05,
+        xaxis={"title": "visits relative to an even walk"},
+        yaxis={"title": "unlabelled items"},
+    )
+    return fig
+
+
+def item_round_trip_figure(items: RoundTripItems, names: Sequence[str], *, title: str) -> go.Figure:
+    """Heatmap of P^{aba} between the sampled labelled items, with lines between classes: a good
+    embedding shows bright blocks on the diagonal."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(
+        go.Heatmap(z=items.p_aba, colorscale="Viridis", hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>")
+    )
+    edges = np.flatnonzero(np.diff(items.labels)) + 0.5
+    for edge in edges:
+        fig.add_hline(y=edge, line={"color": "white", "width": 1})
+        fig.add_vline(x=edge, line={"color": "white", "width": 1})
+    starts = np.concatenate([[0], np.ceil(edges).astype(int)])
+    ends = np.concatenate([np.ceil(edges).astype(int), [len(items.labels)]])
+    ticks = ((starts + ends - 1) / 2).tolist()
+    labels = [names[int(items.labels[s])] for s in starts]
+    axis = {"tickvals": ticks, "ticktext": labels, "showgrid": False}
+    fig.update_layout(
+        title=title,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis=axis,
+        yaxis={**axis, "autorange": "reversed"},
+    )
+    return fig
