@@ -64,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--out", help="output file (default: labels.FORMAT in the workspace's reports/)")
 
+    p = sub.add_parser(
+        "export", help="write a model version's bundle: TorchScript, ONNX, model card, labels, predictions"
+    )
+    p.add_argument("--version", type=int, dest="model_version", help="model version id (default: the latest)")
+    p.add_argument("--out", required=True, help="bundle folder to create (with --zip: the .zip file)")
+    p.add_argument("--zip", action="store_true", help="write one .zip instead of a folder")
+    p.add_argument(
+        "--imagefolder", action="store_true", help="also copy the labelled images as imagefolder/CLASS/"
+    )
+
+    p = sub.add_parser("predict", help="predict image files with an exported bundle (no workspace needed)")
+    p.add_argument("--model", required=True, help="bundle folder or .zip written by `labelkit export`")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDER", help="image files and/or folders")
+    p.add_argument("--top-k", type=int, default=1, help="also list the next K-1 classes and probabilities")
+    p.add_argument("--out", help="CSV file to write (default: print the CSV)")
+    p.add_argument("--backend", choices=["torchscript", "onnx"], default="torchscript")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
     p = sub.add_parser("worker", help="run the background trainer for the workspace")
     p.add_argument("--once", action="store_true", help="run one training round and exit")
     p.add_argument("--auto-min-new-labels", type=int, default=20,
@@ -190,6 +208,45 @@ def _cmd_export_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from labelkit.export import export_bundle, export_zip
+
+    store = _open(args)
+    out = Path(args.out)
+    if args.zip and out.suffix.lower() != ".zip":
+        out = out.with_name(f"{out.name}.zip")
+    write = export_zip if args.zip else export_bundle
+    with _progress("export") as update:
+        path = write(
+            store,
+            args.model_version,
+            out,
+            imagefolder=args.imagefolder,
+            progress=lambda done, total, _what: update(done, total),
+        )
+    size = (
+        path.stat().st_size
+        if path.is_file()
+        else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    )
+    print(f"bundle written to {path} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from labelkit.predict import load_bundle, predict_files
+
+    bundle = load_bundle(args.model)
+    table = predict_files(bundle, args.inputs, top_k=args.top_k, backend=args.backend, device=args.device)
+    failed = int((table["error"] != "").sum())
+    if args.out:
+        table.to_csv(args.out, index=False)
+    else:
+        table.to_csv(sys.stdout, index=False)
+    print(f"{len(table) - failed} file(s) predicted, {failed} could not be read", file=sys.stderr)
+    return 0
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from labelkit import worker
     from labelkit.workspace import Workspace
@@ -227,6 +284,8 @@ COMMANDS = {
     "status": _cmd_status,
     "label": _cmd_label,
     "export-labels": _cmd_export_labels,
+    "export": _cmd_export,
+    "predict": _cmd_predict,
     "worker": _cmd_worker,
     "serve": _cmd_serve,
 }
