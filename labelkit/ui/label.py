@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from labelkit import images
 from labelkit.queue import QUEUE_ORDERS, new_start_key, queue_order
@@ -159,6 +160,7 @@ def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: b
     # Streamlit caps a width wider than the column at the column's width.
     width = round(IMAGE_HEIGHT * image.width / image.height)
     picture.image(image, caption=item.original_name, width=width)
+    _prediction(store, classes, item_id, picture)
     with controls:
         current = store.current_label(item_id)
         if current is not None:
@@ -186,6 +188,16 @@ def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: b
             on_click=_undo,
             args=(store,),
         )
+
+
+def _prediction(store: Store, classes: list[ClassInfo], item_id: int, where: DeltaGenerator) -> None:
+    """The latest model's class and confidence for the item (nothing before the first model)."""
+    latest = store.versions.latest()
+    predicted = store.versions.prediction(latest.id, item_id) if latest is not None else None
+    if latest is None or predicted is None:
+        return
+    name = next((c.name for c in classes if c.id == predicted["class_id"]), "a deleted class")
+    where.caption(plain(f"Model v{latest.id}: {name} ({predicted['confidence']:.0%})"))
 
 
 def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
