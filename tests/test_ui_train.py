@@ -176,3 +176,23 @@ def test_a_worker_on_another_host_is_shown_and_cannot_be_stopped_from_here(at, s
     at.button(key="train_stop_worker").click().run()
     assert "runs on host gpu-box; stop it there" in unescaped(at.warning[0].value)
     assert not at.exception
+
+
+def test_a_claimed_round_without_progress_shows_dashes_not_nan(monkeypatch, store) -> None:
+    job_id = store.jobs.enqueue("train", {})
+    store.jobs.claim("test-worker")
+    at = open_app(monkeypatch, store.workspace, PAGE)
+    assert at.get("progress")[0].proto.text == f"Round {job_id}: waiting for the worker, step 0 of ?"
+    assert {m.value for m in at.metric} == {"–"}
+    assert not at.exception
+
+
+def test_the_worker_log_shows_only_its_end(monkeypatch, store) -> None:
+    store.workspace.logs.joinpath("worker.log").write_text("old line\n" * 1_000 + "job 1: model version 1\n")
+    at = open_app(monkeypatch, store.workspace, PAGE)
+    [log] = at.code
+    lines = log.value.splitlines()
+    assert lines[-1] == "job 1: model version 1"
+    assert set(lines[:-1]) == {"old line"}  # whole lines only
+    assert len(log.value) <= 4_000
+    assert not at.exception

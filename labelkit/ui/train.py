@@ -29,6 +29,7 @@ STALE_AFTER = worker.WorkerSettings().stale_after  # the age at which the worker
 # Curves drawn from a round's metrics: losses share one panel, rates (0..1) the other.
 LOSSES = ("train/sup_loss", "train/unsup_loss", "train/loss")
 RATES = ("train/mask_rate", "train/pseudo_acc", "eval/acc")
+LOG_TAIL_BYTES = 4_000
 HISTORY_POINTS = 2_000  # per job kept in session_state; the worker reports every log_every steps
 
 state = st.session_state
@@ -119,6 +120,21 @@ def _worker_buttons(store: Store) -> None:
     )
 
 
+def _worker_log(store: Store) -> None:
+    log = store.workspace.logs / "worker.log"
+    if not log.exists():
+        return
+    # The log grows with every round (and holds tracebacks of failed ones); read only its end.
+    start = max(0, log.stat().st_size - LOG_TAIL_BYTES)
+    with open(log, "rb") as handle:
+        handle.seek(start)
+        tail = handle.read().decode(errors="replace")
+    if start:
+        tail = tail.partition("\n")[2]  # the first line read is cut
+    with st.expander("Worker log (last lines)"):
+        st.code(tail, language=None)
+
+
 def _request_form(store: Store) -> None:
     defaults = _defaults(store)
     with st.form("train_request"):
@@ -152,6 +168,11 @@ def _eta(progress: dict[str, Any]) -> str:
         return "–"
     seconds = elapsed / step * (steps - step)
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _shown(progress: dict[str, Any], name: str, form: str) -> str:
+    value = progress.get(name)
+    return "–" if value is None or not math.isfinite(value) else form.format(value)
 
 
 def _remember(job: JobInfo) -> list[tuple[int, dict[str, float]]]:
@@ -203,10 +224,10 @@ def _running(job: JobInfo) -> None:
         text=f"Round {job.id}: {phase}, step {step} of {steps or '?'}",
     )
     cells = st.columns(5)
-    cells[0].metric("Supervised loss", f"{progress.get('train/sup_loss', math.nan):.3f}")
-    cells[1].metric("Unsupervised loss", f"{progress.get('train/unsup_loss', math.nan):.3f}")
-    cells[2].metric("Mask rate", f"{progress.get('train/mask_rate', math.nan):.0%}")
-    cells[3].metric("Images / s", f"{progress.get('train/imgs_per_s', math.nan):.0f}")
+    cells[0].metric("Supervised loss", _shown(progress, "train/sup_loss", "{:.3f}"))
+    cells[1].metric("Unsupervised loss", _shown(progress, "train/unsup_loss", "{:.3f}"))
+    cells[2].metric("Mask rate", _shown(progress, "train/mask_rate", "{:.0%}"))
+    cells[3].metric("Images / s", _shown(progress, "train/imgs_per_s", "{:.0f}"))
     cells[4].metric("Time left", _eta(progress))
     history = _remember(job)
     if history:
@@ -281,6 +302,7 @@ def main() -> None:
     st.subheader("Worker")
     _live(store)
     _worker_buttons(store)
+    _worker_log(store)
     st.subheader("Request a round")
     _request_form(store)
     recent = store.jobs.recent(10)
