@@ -62,6 +62,13 @@ def pseudo_labels(store: Store) -> dict[int, tuple[int, int]]:
     return {int(r.item_id): (int(r.class_id), int(r.model_version_id)) for r in rows.itertuples()}
 
 
+def grid_order(values: list, columns: int = 6) -> list:
+    """Elements of a grid in reading order; AppTest lists them column by column."""
+    sizes = [len(range(j, len(values), columns)) for j in range(columns)]
+    starts = [sum(sizes[:j]) for j in range(columns)]
+    return [values[starts[i % columns] + i // columns] for i in range(len(values))]
+
+
 def accept_all(at: AppTest, threshold: float, scope: str) -> None:
     at.slider(key="review_threshold").set_value(threshold).run()
     at.radio(key="review_scope").set_value(scope).run()
@@ -181,4 +188,20 @@ def test_label_page_shows_the_latest_models_prediction_for_the_current_item(monk
 def test_label_page_shows_no_prediction_before_the_first_model(monkeypatch, store) -> None:
     at = open_app(monkeypatch, store.workspace, "labelkit/ui/label.py")
     assert not any("Model v" in c.value for c in at.caption)
+    assert not at.exception
+
+
+def test_the_grid_pages_through_a_class_most_confident_first(monkeypatch, tmp_path) -> None:
+    store = Store.open(make_workspace(tmp_path / "big", items=30, classes=["a", "b"]))
+    items = sorted(store.queue_ids(start_key=0, limit=30))
+    confidence = [0.96 + 0.001 * i for i in range(30)]  # item i: 96.0 % + i × 0.1 %
+    add_model_version(store, items, [[c, 1 - c] for c in confidence])
+    store.close()
+    at = open_app(monkeypatch, store.workspace, PAGE)
+    first = grid_order([c for image in at.image for c in image.captions])
+    assert first == [f"{0.96 + 0.001 * i:.1%}" for i in range(29, 5, -1)]
+    assert at.button(key="review_prev").disabled
+    at.button(key="review_next").click().run()
+    assert [c.key for c in at.checkbox] == [f"review_pick_{items[i]}" for i in range(5, -1, -1)]
+    assert at.button(key="review_next").disabled
     assert not at.exception
