@@ -61,6 +61,7 @@ def make_reducer(n_fit: int, seed: int) -> Reducer:
         # spectral initialisation needs a connected neighbour graph, which tiny sets may lack
         init="spectral" if n_fit > 30 else "random",
         random_state=seed,
+        n_jobs=1,  # a fixed seed makes UMAP single-threaded anyway; saying so silences its warning
     )
 
 

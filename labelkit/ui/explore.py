@@ -30,6 +30,10 @@ def _describe(version: VersionInfo) -> str:
     return f"v{version.id} · {version.method} · {version.created_at:%Y-%m-%d %H:%M}{score}"
 
 
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def _label_selection(store: Store, item_ids: list[int], class_id: int, name: str) -> None:
     annotator = state.get("annotator") or os.environ.get("USER") or "expert"
     try:
@@ -37,12 +41,12 @@ def _label_selection(store: Store, item_ids: list[int], class_id: int, name: str
     except StoreError as error:
         flash("error", str(error))
         return
-    flash("success", f"Labelled {len(item_ids)} item(s) as {name}")
+    flash("success", f"Labelled {_items(len(item_ids))} as {name}")
 
 
 def _queue_selection(store: Store, item_ids: list[int]) -> None:
     store.set_priority(item_ids, 1)
-    flash("success", f"{len(item_ids)} item(s) sent to the front of the labelling queue")
+    flash("success", f"Sent {_items(len(item_ids))} to the front of the labelling queue")
 
 
 def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFrame | None:
@@ -74,7 +78,7 @@ def _selection(store: Store, frame: pd.DataFrame, item_ids: list[int]) -> None:
     if not item_ids:
         return
     st.markdown(
-        f"**{len(item_ids)} item(s) selected**"
+        f"**{_items(len(item_ids))} selected**"
         + (f", the first {GRID_LIMIT} shown" if len(item_ids) > GRID_LIMIT else "")
     )
     classes = store.classes()
