@@ -85,8 +85,10 @@ def _write_table(table: pd.DataFrame, path: Path, fmt: str) -> None:
         table.to_csv(tmp, index=False)
     elif fmt == "json":
         tmp.write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str), encoding="utf-8")
-    else:
+    elif fmt == "parquet":
         table.to_parquet(tmp, index=False)
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
     os.replace(tmp, path)
 
 
@@ -321,11 +323,13 @@ def _copy_imagefolder(store: Store, labels: pd.DataFrame, folder: Path, tick: Ca
     class_ids = items.loc[labels["item_id"], "class_id"].astype(int).tolist()
     folders = _folder_names((c.id, c.name) for c in store.classes())
     for row, cid in zip(labels.itertuples(index=False), class_ids, strict=True):
+        tick("copying labelled images")
+        if cid not in folders:  # a label on a class deleted since: no class folder to put it in
+            continue
         target = folder / folders[cid]
         target.mkdir(parents=True, exist_ok=True)
         source = store.workspace.path(row.path)
         shutil.copyfile(source, target / f"{row.sha256}{source.suffix.lower()}")
-        tick("copying labelled images")
 
 
 # ----------------------------------------------------------------------------------------- bundle

@@ -56,14 +56,12 @@ def _build(store: Store, version_id: int, imagefolder: bool) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = store.workspace.reports / "exports" / f"labelkit-model-v{version_id}-{stamp}.zip"
     bar = st.progress(0.0, text="Loading the model…")
+
+    def update(done: int, total: int, what: str) -> None:
+        bar.progress(min(1.0, done / total), text=what)
+
     try:
-        path = export_zip(
-            store,
-            version_id,
-            out,
-            imagefolder=imagefolder,
-            progress=lambda done, total, what: bar.progress(min(1.0, done / total), text=what),
-        )
+        path = export_zip(store, version_id, out, imagefolder=imagefolder, progress=update)
     except (ExportError, OSError) as error:
         bar.empty()
         st.error(f"Export failed: {error}")
