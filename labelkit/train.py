@@ -277,7 +277,8 @@ def train(
     y_lb = torch.from_numpy(data.y_lb).long().to(device)
     x_ulb = torch.from_numpy(data.x_ulb).to(device)
     y_ulb = torch.from_numpy(data.y_ulb).long().to(device) if data.y_ulb is not None else None
-    mean, std = channel_stats(torch.from_numpy(np.concatenate([data.x_lb, data.x_ulb])))
+    # The unlabelled pool (which usually holds the labelled images too) sets the input statistics.
+    mean, std = channel_stats(torch.from_numpy(data.x_ulb))
 
     # ---- model, EMA copy, methods, optimiser — all seeded
     torch.manual_seed(config.seed)
