@@ -35,12 +35,8 @@ def _card_summary(version: VersionInfo) -> None:
     cells = st.columns(4)
     if "holdout_accuracy" in metrics:
         low, high = metrics["holdout_ci95"]
-        cells[0].metric(
-            "Held-out accuracy",
-            f"{metrics['holdout_accuracy']:.1%}",
-            help=f"95 % interval {low:.1%}–{high:.1%} (Wilson) on {metrics['holdout_labels']} held-out labels",
-        )
-        cells[0].caption(f"95 % CI {low:.1%}–{high:.1%}, n = {metrics['holdout_labels']}")
+        cells[0].metric("Held-out accuracy", f"{metrics['holdout_accuracy']:.1%}")
+        cells[0].caption(f"95 % CI {low:.1%}–{high:.1%} (Wilson), n = {metrics['holdout_labels']}")
     else:
         cells[0].metric("Held-out accuracy", "—")
         cells[0].caption(plain(metrics.get("holdout_note", "no held-out evaluation")))
@@ -49,7 +45,8 @@ def _card_summary(version: VersionInfo) -> None:
     cells[2].caption(", ".join(f"{source} {n}" for source, n in sorted(version.label_counts.items())))
     cells[3].metric("Classes", len(version.classes))
     cells[3].caption(plain(", ".join(c["name"] for c in version.classes)))
-    st.caption(plain(f"Trained on {version.device}; settings: {version.config}"))
+    with st.expander(plain(f"Settings (trained on {version.device})")):
+        st.json(version.config)
 
 
 def _build(store: Store, version_id: int, imagefolder: bool) -> None:
