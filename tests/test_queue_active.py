@@ -4,41 +4,13 @@ without one they are the random ring; raised-priority items and new imports are 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from labelkit.queue import ACTIVE_ORDERS, QUEUE_ORDERS, queue_order, reason
 from labelkit.store import QueueFilter, Store
-from tests.uitools import add_png_items
+from tests.uitools import add_model_version, add_png_items
 
 UNLABELLED = QueueFilter(labeled=False)
-
-
-def _version(store: Store, item_ids: list[int], probs: np.ndarray, name: str = "v1") -> int:
-    """A model version as the worker leaves it: arrays in a folder plus rows in the database."""
-    folder = store.workspace.runs / name
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(len(item_ids), 4)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    np.save(folder / "item_ids.npy", np.asarray(item_ids, dtype=np.int64))
-    np.save(folder / "probs.npy", probs.astype(np.float32))
-    np.save(folder / "embeddings.npy", emb)
-    classes = store.classes()
-    predictions = pd.DataFrame(
-        {
-            "item_id": item_ids,
-            "class_id": [classes[i].id for i in probs.argmax(1)],
-            "confidence": probs.max(1),
-            "margin": np.sort(probs, 1)[:, -1] - np.sort(probs, 1)[:, -2],
-            "entropy": -(probs * np.log(probs)).sum(1),
-        }
-    )
-    return store.versions.add(
-        method="fixmatch", backbone="cnn_small", config={}, metrics={}, label_counts={},
-        classes=[{"id": c.id, "name": c.name} for c in classes], device="cpu",
-        path=f"runs/{name}", parent_id=None, predictions=predictions,
-    )
 
 
 @pytest.fixture
@@ -60,23 +32,30 @@ def test_without_a_model_an_active_order_is_the_random_ring(store: Store, five: 
     assert queue_order("margin")(store, where=UNLABELLED, start_key=123, limit=5, exclude=()) == ring
 
 
-def test_margin_order_puts_the_boundary_item_first_and_skips_labelled_and_seen(store: Store, five: list[int]) -> None:
-    _version(store, five, PROBS)
+def test_margin_order_puts_the_boundary_item_first_and_skips_labelled_and_seen(
+    store: Store, five: list[int]
+) -> None:
+    add_model_version(store, five, PROBS)
     margin = queue_order("margin")
-    assert margin(store, where=UNLABELLED, start_key=1, limit=5, exclude=()) == [five[i] for i in (1, 3, 2, 4, 0)]
+    assert margin(store, where=UNLABELLED, start_key=1, limit=5, exclude=()) == [
+        five[i] for i in (1, 3, 2, 4, 0)
+    ]
     store.label(five[1], store.classes()[0].id, annotator="t")
     assert margin(store, where=UNLABELLED, start_key=1, limit=2, exclude=[five[3]]) == [five[2], five[4]]
     assert "margin" in (reason("margin", five[2]) or "")
 
 
 def test_raised_priority_items_come_before_the_strategy_s_picks(store: Store, five: list[int]) -> None:
-    _version(store, five, PROBS)
+    add_model_version(store, five, PROBS)
     store.set_priority([five[0]], 1)
-    assert queue_order("margin")(store, where=UNLABELLED, start_key=1, limit=2, exclude=()) == [five[0], five[1]]
+    assert queue_order("margin")(store, where=UNLABELLED, start_key=1, limit=2, exclude=()) == [
+        five[0],
+        five[1],
+    ]
 
 
 def test_items_imported_after_the_model_still_reach_the_queue(store: Store, five: list[int]) -> None:
-    _version(store, five, PROBS)
+    add_model_version(store, five, PROBS)
     newer = add_png_items(store, 7)[5:]  # ids of two items the model has not seen
     out = queue_order("entropy")(store, where=UNLABELLED, start_key=1, limit=7, exclude=())
     assert out[:5] == [five[i] for i in (1, 3, 2, 4, 0)]
@@ -87,7 +66,7 @@ def test_class_balance_prefers_the_class_with_fewer_labels(store: Store, five: l
     more = add_png_items(store, 8)[5:]
     ids = five + more
     probs = np.array([[0.9, 0.1]] * 4 + [[0.1, 0.9]] + [[0.5, 0.5]] * 3)
-    _version(store, ids, probs)
+    add_model_version(store, ids, probs)
     a = store.classes()[0]
     store.label_many(more, a.id, annotator="t")  # class a has 3 labels, b none
     first = queue_order("class_balance")(store, where=UNLABELLED, start_key=1, limit=1, exclude=())

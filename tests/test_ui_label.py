@@ -157,3 +157,18 @@ def test_source_filter_shows_only_items_labelled_by_that_source(at, store) -> No
     assert shown(at) == items[1]
     at.button(key="label_skip").click().run()
     assert shown(at) is None
+
+
+def test_active_order_shows_the_model_s_most_uncertain_item_with_the_reason(monkeypatch, store) -> None:
+    from tests.uitools import add_model_version, unescaped
+
+    ids = store.queue_ids(start_key=0, limit=5)
+    probs = [[0.9, 0.1], [0.5, 0.5], [0.8, 0.2], [0.7, 0.3], [0.95, 0.05]]
+    add_model_version(store, ids, probs)
+    at = open_app(monkeypatch, store.workspace, PAGE)  # the default order is margin
+    assert shown(at) == ids[1]
+    captions = [unescaped(c.value) for c in at.caption]
+    assert "Why this image: margin 0.00 between 0 and 1 — the model can't decide" in captions, captions
+    at.selectbox(key="label_order").select("random").run()
+    assert not any(unescaped(c.value).startswith("Why this image") for c in at.caption)
+    assert not at.exception

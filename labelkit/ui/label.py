@@ -14,11 +14,13 @@ from streamlit.delta_generator import DeltaGenerator
 
 from labelkit import images
 from labelkit.queue import QUEUE_ORDERS, new_start_key, queue_order
+from labelkit.queue import reason as queue_reason
 from labelkit.store import ClassInfo, QueueFilter, Store, StoreError, UndoConflictError
 from labelkit.store.schema import SOURCES
 from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash
 
+DEFAULT_ORDER = "margin"
 GRID_COLUMNS = 6
 IMAGE_HEIGHT = 560  # pixels on screen
 GRID_SIZES = (24, 36, 48)
@@ -96,7 +98,18 @@ def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
     with st.sidebar:
         st.text_input("Annotator", key="label_annotator_input", on_change=_keep_annotator, max_chars=100)
         st.radio("Mode", ["One at a time", "Grid"], key="label_mode", horizontal=True)
-        st.selectbox("Queue order", sorted(QUEUE_ORDERS), key="label_order")
+        # Margin by default: the random ring until a model exists, then the model's closest calls.
+        state.setdefault("label_order", DEFAULT_ORDER)
+        st.selectbox(
+            "Queue order",
+            list(QUEUE_ORDERS),
+            key="label_order",
+            on_change=_reset_queue,
+            help="random: every item equally likely. The others rank by the latest model "
+            "(random until one exists): margin, entropy and least_confidence pick what it is unsure "
+            "about; kcenter and cluster_uncertain also spread picks over the data; class_balance "
+            "prefers classes with few labels.",
+        )
         status = st.radio("Show", list(STATUS_FILTERS), key="label_status", horizontal=True)
         class_id = source = None
         if STATUS_FILTERS[status] is not False:
@@ -159,8 +172,11 @@ def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: b
     # Scale to a fixed height so tall photos fit the screen and tiny ones are big enough to judge;
     # Streamlit caps a width wider than the column at the column's width.
     width = round(IMAGE_HEIGHT * image.width / image.height)
-    picture.image(image, caption=item.original_name, width=width)
+    picture.image(image, caption=plain(item.original_name), width=width)
     _prediction(store, classes, item_id, picture)
+    why = queue_reason(state["label_order"], item_id)
+    if why:
+        picture.caption(plain(f"Why this image: {why}"))
     with controls:
         current = store.current_label(item_id)
         if current is not None:
