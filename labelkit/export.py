@@ -65,9 +65,14 @@ class ExportError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ labels
-def labels_table(store: Store, *, sources: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """One row per labelled item; ``source`` keeps human, imported and accepted pseudo-labels apart."""
-    items = store.item_table()
+def labels_table(
+    store: Store, *, sources: tuple[str, ...] | None = None, items: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per labelled item; ``source`` keeps human, imported and accepted pseudo-labels apart.
+
+    ``items``: ``store.item_table()`` when the caller already has it (it is the slow part).
+    """
+    items = store.item_table() if items is None else items
     names = {c.id: c.name for c in store.classes()}
     labelled = items[items["class_id"].notna()].copy()
     if sources is not None:
@@ -318,9 +323,10 @@ def _folder_names(classes: Iterable[tuple[int, str]]) -> dict[int, str]:
     return out
 
 
-def _copy_imagefolder(store: Store, labels: pd.DataFrame, folder: Path, tick: Callable[[str], None]) -> None:
-    items = store.item_table().set_index("item_id")
-    class_ids = items.loc[labels["item_id"], "class_id"].astype(int).tolist()
+def _copy_imagefolder(
+    store: Store, labels: pd.DataFrame, items: pd.DataFrame, folder: Path, tick: Callable[[str], None]
+) -> None:
+    class_ids = items.set_index("item_id").loc[labels["item_id"], "class_id"].astype(int).tolist()
     folders = _folder_names((c.id, c.name) for c in store.classes())
     for row, cid in zip(labels.itertuples(index=False), class_ids, strict=True):
         tick("copying labelled images")
@@ -350,7 +356,8 @@ def export_bundle(
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} already exists and is not an empty folder; choose a new one")
-    labels = labels_table(store)
+    items = store.item_table()
+    labels = labels_table(store, items=items)
     total = 6 + (len(labels) if imagefolder else 0)
     done = 0
 
@@ -366,11 +373,10 @@ def export_bundle(
     try:
         model, checkpoint = load_version_model(store, version)
         shutil.copyfile(store.workspace.path(version.path) / "model.pt", tmp / "state_dict.pt")
-        tick("loading the model")
+        tick("reading the labels and the model")
         channels, size = int(checkpoint["in_channels"]), int(checkpoint["image_size"])
         check = _write_model_files(model, tmp, channels, size)
         tick("writing TorchScript and ONNX")
-        items = store.item_table()
         used = np.load(store.workspace.path(version.path) / "item_ids.npy")
         shas = items.set_index("item_id").loc[used, "sha256"].tolist()
         card = model_card(version, checkpoint, item_sha256s=shas, export_check=check)
@@ -384,7 +390,7 @@ def export_bundle(
         _write_table(predictions, tmp / "predictions.parquet", "parquet")
         tick("writing the predictions")
         if imagefolder:
-            _copy_imagefolder(store, labels, tmp / "imagefolder", tick)
+            _copy_imagefolder(store, labels, items, tmp / "imagefolder", tick)
         if out.exists():
             out.rmdir()  # empty (checked above); os.replace cannot replace a folder on every OS
         os.replace(tmp, out)
