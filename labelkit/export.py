@@ -173,7 +173,7 @@ def _write_model_files(model: Classifier, folder: Path, channels: int, size: int
         0, 256, (2, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
     # torch 2.14 marks TorchScript and the TorchScript-based ONNX exporter deprecated. They are the
-    # formats the bundle promises (the dynamo exporter gives the same graph but takes 10-20 s instead
+    # formats the bundle promises (the dynamo exporter gave the same logits but took 10-20 s instead
     # of under 1 s on a CPU); the check below verifies what they wrote.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
