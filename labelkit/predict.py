@@ -105,6 +105,8 @@ def load_bundle(path: str | Path) -> Bundle:
 def _torchscript_runner(bundle: Bundle, device: str) -> Runner:
     import torch
 
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU; use --device cpu")
     # torch 2.14 marks torch.jit deprecated; loading a TorchScript file is what this backend is for.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -124,6 +126,13 @@ def _onnx_runner(bundle: Bundle, device: str) -> Runner:
 
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
+        # Without the provider onnxruntime would fall back to the CPU with only a log line.
+        available = onnxruntime.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise ValueError(
+                f"device {device!r} needs onnxruntime-gpu; this onnxruntime offers {', '.join(available)}. "
+                "Use --device cpu or --backend torchscript"
+            )
         providers.insert(0, "CUDAExecutionProvider")
     session = onnxruntime.InferenceSession(bundle.read("model.onnx"), providers=providers)
 

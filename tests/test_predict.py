@@ -175,3 +175,17 @@ def test_predict_options_are_checked_with_the_valid_choices(trained) -> None:
         predict_files(opened, [], backend="tensorflow")
     with pytest.raises(ValueError, match=r"between 1 and the number of classes \(10\)"):
         predict_files(opened, [], top_k=11)
+
+
+def test_a_gpu_that_is_not_there_is_refused_rather_than_silently_replaced_by_the_cpu(trained) -> None:
+    import onnxruntime
+    import torch
+
+    _, bundle = trained
+    opened = load_bundle(bundle)
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ValueError, match="needs onnxruntime-gpu"):
+            predict_files(opened, [], backend="onnx", device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            predict_files(opened, [], backend="torchscript", device="cuda")
