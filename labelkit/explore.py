@@ -83,7 +83,7 @@ def embed_2d(
     coords = np.empty((n, 2), dtype=np.float32)
     coords[fit_rows] = reducer.fit_transform(np.asarray(embeddings[fit_rows], dtype=np.float32))
     for start in range(0, len(rest), TRANSFORM_CHUNK):
-        report(start / n, f"Placing the other items: {start:,} of {len(rest):,}…")
+        report((len(fit_rows) + start) / n, f"Placing the other items: {start:,} of {len(rest):,}…")
         rows = rest[start : start + TRANSFORM_CHUNK]
         coords[rows] = reducer.transform(np.asarray(embeddings[rows], dtype=np.float32))
     report(1.0, "Map ready")
