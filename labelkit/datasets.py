@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 if TYPE_CHECKING:
     from labelkit.store import Store
@@ -116,11 +116,13 @@ class WorkspaceArrays:
 
 
 def read_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
-    """One image file as uint8 (C, S, S): EXIF orientation applied, grey (L) or RGB, resized to
-    S × S (bicubic; the aspect ratio is not kept, so nothing is cropped away)."""
-    with Image.open(path) as opened:
-        img = ImageOps.exif_transpose(opened).convert("L" if channels == 1 else "RGB")
-        array = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8)
+    """One stored image as uint8 (C, S, S), decoded exactly as import saw it (EXIF orientation,
+    16-bit range, alpha on white, CMYK), grey (L) or RGB, resized to S × S (bicubic; the aspect
+    ratio is not kept, so nothing is cropped away)."""
+    from labelkit.images import load
+
+    img = load(path).convert("L" if channels == 1 else "RGB")
+    array = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
 
 

@@ -183,6 +183,22 @@ def test_workspace_items_become_training_arrays(store) -> None:
     assert len(data.x_ulb) == 3 and data.y_ulb.tolist()[-1] == -1 and data.num_classes == 2
 
 
+def test_training_images_are_decoded_as_import_decodes_them(tmp_path) -> None:
+    from PIL import Image
+
+    from labelkit.datasets import read_image
+
+    # A 12-bit scan in a 16-bit PNG: a plain 8-bit conversion would clip it to nearly all white.
+    twelve_bit = np.full((8, 8), 1000, dtype=np.uint16)
+    twelve_bit[:, 4:] = 4000
+    Image.fromarray(twelve_bit).save(tmp_path / "scan.png")
+    grey = read_image(tmp_path / "scan.png", image_size=8, channels=1)
+    assert grey[0, :, :4].max() == 0 and grey[0, :, 4:].min() == 255
+    # Transparent pixels are white, as viewers (and the Label page) show them, not black.
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert (read_image(tmp_path / "clear.png", image_size=8, channels=3) == 255).all()
+
+
 def test_benchmark_writes_one_row_per_method_run(tmp_path, capsys) -> None:
     from benchmarks.bench_ssl import COLUMNS, main
 
