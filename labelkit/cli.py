@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 from labelkit import __version__
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
+# Benchmarks are scripts of the source repository, not part of the installed package.
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 class CliError(Exception):
@@ -89,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stale-after", type=float, default=30.0,
                    help="seconds without a heartbeat after which another worker's lease is taken over")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the job queue")
+
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark of the source repository (al, ssl, store, worker, …)",
+        description="Run benchmarks/bench_NAME.py with ARGS; `labelkit bench NAME --help` shows its flags.",
+    )
+    p.add_argument("name", metavar="NAME", help="bench_NAME.py in the repository's benchmarks/ folder")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to the benchmark unchanged")
 
     p = sub.add_parser("serve", help="start the app")
     p.add_argument("--port", type=int, default=None)
@@ -257,6 +268,36 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return worker.main(Workspace.resolve(args.workspace, db_url=args.db_url), once=args.once, settings=settings)
 
 
+def _benchmarks() -> dict[str, Path]:
+    """The runnable benchmarks by name: ``benchmarks/bench_NAME.py`` of the source checkout."""
+    if not BENCHMARKS.is_dir():
+        raise CliError(
+            f"{BENCHMARKS} not found: benchmarks come with the source repository "
+            "(clone it and run `pip install -e .` there)"
+        )
+    return {path.stem.removeprefix("bench_"): path for path in sorted(BENCHMARKS.glob("bench_*.py"))}
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    scripts = _benchmarks()
+    if args.name not in scripts:
+        raise CliError(f"unknown benchmark {args.name!r}; valid benchmarks: {', '.join(scripts) or 'none'}")
+    path = scripts[args.name]
+    spec = importlib.util.spec_from_file_location(f"labelkit_bench_{args.name}", path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"{path} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # argparse names the program after sys.argv[0]: the script's usage and errors then show the
+    # command that was typed instead of `labelkit` or the test runner.
+    saved = sys.argv
+    sys.argv = [f"labelkit bench {args.name}", *args.args]
+    try:
+        return int(module.main(list(args.args)))
+    finally:
+        sys.argv = saved
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     store = _open(args)
     if args.demo_if_empty and store.count_items(status=None) == 0:
@@ -287,6 +328,7 @@ COMMANDS = {
     "export": _cmd_export,
     "predict": _cmd_predict,
     "worker": _cmd_worker,
+    "bench": _cmd_bench,
     "serve": _cmd_serve,
 }
 

@@ -135,3 +135,38 @@ def test_mnist_demo_without_data_explains_where_it_looks(ws: Path, tmp_path: Pat
     assert main(["-w", str(ws), "demo", "--dataset", "mnist", "--data-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "MNIST/raw" in err and "--download" in err
+
+
+def test_bench_with_unknown_name_exits_2_and_lists_the_benchmarks(capsys) -> None:
+    assert main(["bench", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'nope'" in err
+    for name in ("al", "ssl", "store", "worker"):
+        assert name in err
+
+
+def test_bench_outside_a_source_checkout_says_where_benchmarks_come_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr("labelkit.cli.BENCHMARKS", tmp_path / "no-benchmarks")
+    assert main(["bench", "al"]) == 2
+    assert "benchmarks come with the source repository" in capsys.readouterr().err
+
+
+def test_bench_help_is_the_benchmark_s_own_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "al", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: labelkit bench al")
+    assert "--strategy" in out and "--budget" in out
+
+
+def test_bench_store_runs_with_tiny_sizes_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    args = ["--items", "40", "--labels", "3", "--import-images", "4", "--json", str(out)]
+    assert main(["bench", "store", *args]) == 0
+    result = json.loads(out.read_text())
+    assert result["items"] == 40
+    assert result["labelling"]["save"]["n"] == 3
+    assert result["import"]["images"] == 4
