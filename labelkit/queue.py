@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
 from labelkit.store import QueueFilter, Store
 
@@ -82,8 +83,10 @@ def random_order(
 # ------------------------------------------------------------------------------ active learning
 # Strategies of ``labelkit.active`` that need a model; each becomes a queue order of the same name.
 # Until a model version exists (and for filters other than "unlabelled") they fall back to the
-# random ring, which is the honest cold start: nothing is known yet about what is uncertain.
+# random ring: nothing is known yet about what is uncertain (the cold_start order below is the
+# alternative that needs no model).
 ACTIVE_ORDERS = ("margin", "entropy", "least_confidence", "kcenter", "cluster_uncertain", "class_balance")
+UNLABELLED = QueueFilter(labeled=False)
 _REASONS_KEPT = 10_000
 _reasons: dict[tuple[str, int], str] = {}
 _reasons_lock = threading.Lock()
@@ -113,6 +116,33 @@ def _remember(order: str, item_ids: Sequence[int], reasons: Sequence[str]) -> No
         _reasons.update({(order, int(i)): r for i, r in zip(item_ids, reasons, strict=True)})
 
 
+def _raised(store: Store, ring: Sequence[int]) -> list[int]:
+    """Items of ``ring`` the expert sent back (raised priority, e.g. rejected pseudo-labels): they
+    come before any strategy's picks."""
+    return [item.id for item in store.items(ring) if item.priority > 0]
+
+
+def _taken_mask(table: pd.DataFrame, item_ids: np.ndarray, exclude: Sequence[int]) -> np.ndarray:
+    """True where an item of ``item_ids`` must not be proposed: labelled, no longer active, or in
+    ``exclude``. Strategies treat these as the labelled set."""
+    taken = set(table.loc[table["class_id"].notna() | (table["status"] != "active"), "item_id"])
+    taken.update(exclude)
+    return np.isin(item_ids, np.fromiter(taken, dtype=np.int64, count=len(taken)))
+
+
+def _fill_from_ring(
+    store: Store, first: list[int], *, where: QueueFilter, start_key: int, limit: int, exclude: Sequence[int]
+) -> list[int]:
+    """``first`` (duplicates dropped), then the ring for the items no strategy ranked: those imported
+    after the model or the embeddings were computed."""
+    out = list(dict.fromkeys(first))[:limit]
+    if len(out) < limit:
+        out += store.queue_ids(
+            start_key=start_key, limit=limit - len(out), where=where, exclude=[*exclude, *out]
+        )
+    return out
+
+
 def _active_order(strategy: str) -> QueueOrder:
     from labelkit import active
 
@@ -123,16 +153,12 @@ def _active_order(strategy: str) -> QueueOrder:
     ) -> list[int]:
         version = store.versions.latest()
         ring = store.queue_ids(start_key=start_key, limit=limit, where=where, exclude=exclude)
-        if version is None or where != QueueFilter(labeled=False):
+        if version is None or where != UNLABELLED:
             return ring
-        # Items the expert sent back (raised priority, e.g. rejected pseudo-labels) come first.
-        raised = [item.id for item in store.items(ring) if item.priority > 0]
+        raised = _raised(store, ring)
         item_ids, probs, embeddings = _version_arrays(str(store.workspace.path(version.path)))
         table = store.item_table()
-        taken = set(table.loc[table["class_id"].notna() | (table["status"] != "active"), "item_id"])
-        taken.update(exclude)
-        taken.update(raised)
-        labeled = np.isin(item_ids, np.fromiter(taken, dtype=np.int64, count=len(taken)))
+        labeled = _taken_mask(table, item_ids, [*exclude, *raised])
         inputs: dict[str, object] = {}
         if "probs" in spec.needs or "class_counts" in spec.needs:
             inputs["probs"] = probs
@@ -150,12 +176,9 @@ def _active_order(strategy: str) -> QueueOrder:
             ranking = active.rank(strategy, labeled_mask=labeled, k=limit, seed=start_key % 2**31, **inputs)  # type: ignore[arg-type]
             picked = [int(i) for i in item_ids[ranking.indices]]
             _remember(strategy, picked, ranking.reasons)
-        out = list(dict.fromkeys(raised + picked))[:limit]
-        if len(out) < limit:  # items imported after the model was trained: the ring supplies them
-            out += store.queue_ids(
-                start_key=start_key, limit=limit - len(out), where=where, exclude=[*exclude, *out]
-            )
-        return out
+        return _fill_from_ring(
+            store, raised + picked, where=where, start_key=start_key, limit=limit, exclude=exclude
+        )
 
     order.__doc__ = f"Active learning, {strategy}: {spec.summary}"
     return order
@@ -163,3 +186,66 @@ def _active_order(strategy: str) -> QueueOrder:
 
 for _name in ACTIVE_ORDERS:
     register_queue_order(_name)(_active_order(_name))
+
+
+# ------------------------------------------------------------------------------ cold start
+# Before any model: ``active``'s cold_start strategy over the raw-pixel embeddings of
+# ``labelkit.coldstart``. The Label page asks for one item at a time, and a ranking of one is the
+# single most typical item (k-means with one centre), again and again; so a batch is ranked once
+# per session and walked, and ranked anew, from the items labelled and seen so far, when used up.
+COLD_START_BATCH = 50
+_SESSIONS_KEPT = 32
+_cold_batches: dict[tuple[str, int, int, int], list[int]] = {}
+
+
+@functools.lru_cache(maxsize=2)
+def _cold_start_arrays(folder: str, inode: int, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids, embeddings) of one cache folder; ``inode`` and ``mtime_ns`` tell its versions apart."""
+    from labelkit.coldstart import load_cold_start
+
+    return load_cold_start(Path(folder))
+
+
+@register_queue_order("cold_start")
+def cold_start_order(
+    store: Store,
+    *,
+    where: QueueFilter,
+    start_key: int,
+    limit: int,
+    exclude: Sequence[int],
+) -> list[int]:
+    """Before any model: items typical of a group of similar-looking images, each far from the
+    others (k-means over raw-pixel PCA embeddings); raised-priority items first, new imports last."""
+    from labelkit import active
+    from labelkit.coldstart import ensure_cold_start
+
+    ring = store.queue_ids(start_key=start_key, limit=limit, where=where, exclude=exclude)
+    if where != UNLABELLED:
+        return ring
+    raised = _raised(store, ring)
+    folder = ensure_cold_start(store)
+    info = folder.stat()
+    item_ids, embeddings = _cold_start_arrays(str(folder), info.st_ino, info.st_mtime_ns)
+    labeled = _taken_mask(store.item_table(), item_ids, [*exclude, *raised])
+    key = (str(folder), info.st_ino, info.st_mtime_ns, start_key)
+    with _reasons_lock:
+        batch = [p for p in _cold_batches.get(key, []) if not labeled[p]]
+    if len(batch) < limit and int((~labeled).sum()) > len(batch):
+        ranking = active.rank(
+            "cold_start",
+            embeddings=embeddings,
+            labeled_mask=labeled,
+            k=max(limit, COLD_START_BATCH),
+            seed=start_key % 2**31,
+        )
+        batch = [int(p) for p in ranking.indices]
+        _remember("cold_start", [int(i) for i in item_ids[batch]], ranking.reasons)
+        with _reasons_lock:
+            if len(_cold_batches) >= _SESSIONS_KEPT:
+                _cold_batches.clear()
+            _cold_batches[key] = batch
+    picked = [int(i) for i in item_ids[batch[:limit]]]
+    return _fill_from_ring(
+        store, raised + picked, where=where, start_key=start_key, limit=limit, exclude=exclude
+    )
