@@ -15,7 +15,9 @@ pages = st.navigation(
         st.Page("labelkit/ui/label.py", title="Label", icon=":material/label:", url_path="label"),
         st.Page("labelkit/ui/train.py", title="Train", icon=":material/model_training:", url_path="train"),
         st.Page("labelkit/ui/review.py", title="Review", icon=":material/fact_check:", url_path="review"),
-        st.Page("labelkit/ui/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+        st.Page(
+            "labelkit/ui/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"
+        ),
         st.Page("labelkit/ui/export.py", title="Export", icon=":material/download:", url_path="export"),
         st.Page("labelkit/ui/settings.py", title="Settings", icon=":material/settings:", url_path="settings"),
     ]

@@ -54,8 +54,17 @@ class LeaseInfo:
 
 def _job(row: Job) -> JobInfo:
     return JobInfo(
-        row.id, row.kind, row.status, dict(row.params or {}), dict(row.progress or {}), row.error,
-        bool(row.stop_requested), row.worker, row.model_version_id, row.created_at, row.started_at,
+        row.id,
+        row.kind,
+        row.status,
+        dict(row.params or {}),
+        dict(row.progress or {}),
+        row.error,
+        bool(row.stop_requested),
+        row.worker,
+        row.model_version_id,
+        row.created_at,
+        row.started_at,
         row.finished_at,
     )
 
@@ -97,7 +106,11 @@ class JobQueue:
         """Take the oldest queued job (atomically: two workers never get the same one)."""
         with self._store.write() as s:
             row = s.scalars(
-                select(Job).where(Job.status == "queued").order_by(Job.id).limit(1).with_for_update(skip_locked=True)
+                select(Job)
+                .where(Job.status == "queued")
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
             ).first()
             if row is None:
                 return None
@@ -129,13 +142,17 @@ class JobQueue:
         with self._store.write() as s:
             s.execute(update(Job).where(Job.id == job_id).values(stop_requested=True))
             s.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued").values(status="cancelled", finished_at=_now())
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="cancelled", finished_at=_now())
             )
 
     def requeue_running(self) -> int:
         """Put jobs a dead worker was running back in the queue; returns how many."""
         with self._store.write() as s:
-            result = s.execute(update(Job).where(Job.status == "running").values(status="queued", worker=None))
+            result = s.execute(
+                update(Job).where(Job.status == "running").values(status="queued", worker=None)
+            )
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------------------------- lease
@@ -174,7 +191,9 @@ class JobQueue:
         """Renew the lease; raises ``LeaseHeldError`` if another worker took it over."""
         with self._store.write() as s:
             result = s.execute(
-                update(WorkerLease).where(WorkerLease.id == LEASE_ID, WorkerLease.owner == owner).values(heartbeat_at=_now())
+                update(WorkerLease)
+                .where(WorkerLease.id == LEASE_ID, WorkerLease.owner == owner)
+                .values(heartbeat_at=_now())
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LeaseHeldError("this worker's lease was taken over by another worker")
@@ -188,4 +207,3 @@ class JobQueue:
     def worker_alive(self, stale_after: float) -> bool:
         lease = self.lease()
         return lease is not None and lease.age() < stale_after
-

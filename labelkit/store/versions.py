@@ -41,8 +41,19 @@ class VersionInfo:
 
 def _version(row: ModelVersion) -> VersionInfo:
     return VersionInfo(
-        row.id, row.created_at, row.status, row.method, row.backbone, dict(row.config), dict(row.metrics or {}),
-        dict(row.label_counts or {}), list(row.classes or []), row.device, row.path, row.parent_id, row.num_items,
+        row.id,
+        row.created_at,
+        row.status,
+        row.method,
+        row.backbone,
+        dict(row.config),
+        dict(row.metrics or {}),
+        dict(row.label_counts or {}),
+        list(row.classes or []),
+        row.device,
+        row.path,
+        row.parent_id,
+        row.num_items,
     )
 
 
@@ -70,15 +81,27 @@ class ModelRegistry:
             raise ValueError(f"predictions lack columns {sorted(missing)}")
         with self._store.write() as s:
             row = ModelVersion(
-                status="ready", method=method, backbone=backbone, config=config, metrics=metrics,
-                label_counts=label_counts, classes=classes, device=device, path=path, parent_id=parent_id,
+                status="ready",
+                method=method,
+                backbone=backbone,
+                config=config,
+                metrics=metrics,
+                label_counts=label_counts,
+                classes=classes,
+                device=device,
+                path=path,
+                parent_id=parent_id,
                 num_items=len(predictions),
             )
             s.add(row)
             s.flush()
-            records = predictions[PREDICTION_COLUMNS].astype(
-                {"item_id": int, "class_id": int, "confidence": float, "margin": float, "entropy": float}
-            ).to_dict(orient="records")
+            records = (
+                predictions[PREDICTION_COLUMNS]
+                .astype(
+                    {"item_id": int, "class_id": int, "confidence": float, "margin": float, "entropy": float}
+                )
+                .to_dict(orient="records")
+            )
             for start in range(0, len(records), 5_000):
                 chunk = records[start : start + 5_000]
                 s.execute(insert(Prediction), [{"model_version_id": row.id, **r} for r in chunk])
@@ -94,7 +117,10 @@ class ModelRegistry:
     def latest(self) -> VersionInfo | None:
         with self._store.read() as s:
             row = s.scalars(
-                select(ModelVersion).where(ModelVersion.status == "ready").order_by(ModelVersion.id.desc()).limit(1)
+                select(ModelVersion)
+                .where(ModelVersion.status == "ready")
+                .order_by(ModelVersion.id.desc())
+                .limit(1)
             ).first()
             return _version(row) if row is not None else None
 
@@ -106,7 +132,13 @@ class ModelRegistry:
         """One row per item the version predicted: item_id, class_id, confidence, margin, entropy."""
         with self._store.read() as s:
             rows = s.execute(
-                select(Prediction.item_id, Prediction.class_id, Prediction.confidence, Prediction.margin, Prediction.entropy)
+                select(
+                    Prediction.item_id,
+                    Prediction.class_id,
+                    Prediction.confidence,
+                    Prediction.margin,
+                    Prediction.entropy,
+                )
                 .where(Prediction.model_version_id == version_id)
                 .order_by(Prediction.item_id)
             ).all()
