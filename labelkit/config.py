@@ -31,7 +31,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     ema_decay: float = 0.999
     clip_grad_norm: float = 0.0  # 0 = no clipping
-    embed_dim: int = 128
     hflip: bool = True  # off for digits and text, where a mirror image is another class
     aug_group: int = 4  # images sharing one RandAugment/Cutout draw (1 = per image, slower)
     seed: int = 0
@@ -95,7 +94,6 @@ class TrainConfig:
             "weight_decay ≥ 0": self.weight_decay >= 0,
             "0 ≤ ema_decay < 1": 0 <= self.ema_decay < 1,
             "clip_grad_norm ≥ 0": self.clip_grad_norm >= 0,
-            "embed_dim ≥ 1": self.embed_dim >= 1,
             "aug_group ≥ 1": self.aug_group >= 1,
             "seed ≥ 0": self.seed >= 0,
             "eval_every ≥ 0": self.eval_every >= 0,

@@ -139,7 +139,6 @@ def load_version_model(store: Store, version: VersionInfo) -> tuple[Classifier, 
         num_classes=len(checkpoint["class_names"]),
         in_channels=int(checkpoint["in_channels"]),
         image_size=int(checkpoint["image_size"]),
-        embed_dim=int(checkpoint["config"]["embed_dim"]),
     )
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
@@ -272,7 +271,7 @@ def model_card(
         },
         "outputs": {
             "logits": "(N, num_classes) float32; softmax gives class probabilities in the order of classes",
-            "embedding": f"(N, {int(checkpoint['config']['embed_dim'])}) float32, unit L2 norm",
+            "embedding": f"(N, {int(state['classifier.weight'].shape[1])}) float32, unit L2 norm (the pooled features)",
         },
         "backbone": version.backbone,
         "method": version.method,

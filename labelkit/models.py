@@ -1,14 +1,16 @@
 """Backbones. Every model returns logits, an L2-normalised embedding and the raw pooled features.
 
-A model is a body (images → pooled features, width ``feature_dim``) with two heads: a linear
-classifier and a two-layer projection to a unit embedding (as SimMatch's head), which plots, active
-learning and the association loss use. The model also carries the per-channel mean/std its inputs
-are normalised with, so inference from uint8 images needs nothing but the model (``normalize``).
+A model is a body (images → pooled features, width ``feature_dim``) and a linear classifier. The
+embedding that plots, active learning and the round-trip statistics use is the pooled features
+scaled to unit length: the representation the classifier reads, so every method trains it (a
+separate projection head would stay at its random initialisation unless a loss pulled on it; SimMatch
+keeps its own head for that reason). The model also carries the per-channel mean/std its inputs are
+normalised with, so inference from uint8 images needs nothing but the model (``normalize``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +28,7 @@ class ModelOutput(NamedTuple):
 
 
 class Classifier(nn.Module):
-    """A body plus classifier and projection heads; ``forward`` takes normalised float images."""
+    """A body plus a linear classifier; ``forward`` takes normalised float images."""
 
     def __init__(
         self,
@@ -35,19 +37,15 @@ class Classifier(nn.Module):
         *,
         num_classes: int,
         in_channels: int,
-        embed_dim: int,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
     ) -> None:
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
-        self.embed_dim = embed_dim
+        self.embed_dim = feature_dim
         self.num_classes = num_classes
         self.classifier = nn.Linear(feature_dim, num_classes)
-        self.projector = nn.Sequential(
-            nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, embed_dim)
-        )
         mean = [0.5] * in_channels if mean is None else list(mean)
         std = [0.25] * in_channels if std is None else list(std)
         if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
@@ -64,7 +62,7 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput:
         features = self.body(x)
-        embedding = F.normalize(self.projector(features).float(), dim=1)
+        embedding = F.normalize(features.float(), dim=1)
         return ModelOutput(self.classifier(features), embedding, features)
 
 
@@ -225,7 +223,6 @@ def build_model(
     num_classes: int,
     in_channels: int,
     image_size: int,
-    embed_dim: int = 128,
     weights_path: str | Path | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -239,10 +236,10 @@ def build_model(
         builder = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
-    if num_classes < 2 or in_channels < 1 or image_size < 8 or embed_dim < 1:
+    if num_classes < 2 or in_channels < 1 or image_size < 8:
         raise ValueError(
-            f"need num_classes ≥ 2, in_channels ≥ 1, image_size ≥ 8, embed_dim ≥ 1; got "
-            f"{num_classes}, {in_channels}, {image_size}, {embed_dim}"
+            f"need num_classes ≥ 2, in_channels ≥ 1, image_size ≥ 8; got "
+            f"{num_classes}, {in_channels}, {image_size}"
         )
     body = builder(in_channels, image_size, weights_path)
     return Classifier(
@@ -250,7 +247,16 @@ def build_model(
         body.feature_dim,
         num_classes=num_classes,
         in_channels=in_channels,
-        embed_dim=embed_dim,
         mean=mean if mean is not None else body.mean,
         std=std if std is not None else body.std,
     )
+
+
+def load_matching(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
+    """Copy the tensors of ``state`` whose name and shape match ``model``'s (a warm start from a
+    model of another shape, e.g. before a class was added); return the names of ``model``'s tensors
+    that kept their own values."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fits, strict=False)
+    return sorted(set(own) - set(fits))

@@ -13,7 +13,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from labelkit.augment import Augmenter, channel_stats
 from labelkit.config import TrainConfig
 from labelkit.datasets import WorkspaceArrays
-from labelkit.models import Classifier, build_model
+from labelkit.models import Classifier, build_model, load_matching
 from labelkit.ssl import Batch, MethodContext, Outputs, build_methods
 
 CHECKPOINT = "checkpoint.pt"
@@ -252,6 +252,7 @@ def train(
     resume: bool = True,
     stop: Callable[[], bool] | None = None,
     progress: bool = False,
+    init: Mapping[str, Tensor] | None = None,
 ) -> TrainResult:
     """Train ``config.methods`` on ``data``; see the module docstring for the order of events.
 
@@ -264,7 +265,9 @@ def train(
     views), ``train/data_time_frac`` (sampling + augmentation ÷ step time) and ``eval/acc`` (EMA
     model, test set; at ``eval_every`` and at the end). ``stop()`` is polled between steps; when it
     returns True the run checkpoints (if ``run_dir``) and returns with ``stopped=True``. With
-    ``resume`` and a checkpoint in ``run_dir``, training continues from it.
+    ``resume`` and a checkpoint in ``run_dir``, training continues from it. ``init`` (a model state
+    dict) warm-starts the student and its EMA copy: every tensor whose name and shape match is
+    loaded, input statistics included; a resumed checkpoint takes precedence.
     """
     config.validate()
     device = resolve_device(config.device)
@@ -289,10 +292,11 @@ def train(
         num_classes=data.num_classes,
         in_channels=data.in_channels,
         image_size=data.image_size,
-        embed_dim=config.embed_dim,
         mean=mean,
         std=std,
     ).to(device)
+    if init is not None:
+        load_matching(student, {k: v.to(device) for k, v in init.items()})
     if on_cuda and config.channels_last:
         student = student.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(student).requires_grad_(False).eval()

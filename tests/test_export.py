@@ -75,7 +75,6 @@ def _eager_model(store: Store, version_id: int) -> torch.nn.Module:
         num_classes=len(checkpoint["class_names"]),
         in_channels=checkpoint["in_channels"],
         image_size=checkpoint["image_size"],
-        embed_dim=checkpoint["config"]["embed_dim"],
     )
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
