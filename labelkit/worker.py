@@ -206,9 +206,12 @@ def run_round(
             }
         )
 
+    init, warm_start = warm_start_state(store, config, data, image_size=image_size, channels=channels)
     run_dir = store.workspace.runs / f"job-{job.id}"
     resumed_from = _checkpoint_step(run_dir)
-    result = train(config, train_data, run_dir=run_dir, callback=on_metrics, stop=lambda: stop_asked)
+    result = train(
+        config, train_data, run_dir=run_dir, callback=on_metrics, stop=lambda: stop_asked, init=init
+    )
     if result.stopped:
         return None
 
@@ -234,6 +237,7 @@ def run_round(
     metrics["train_history"] = result.history[-50:]
     metrics["last_annotation_id"] = last_annotation
     metrics["resumed_from_step"] = resumed_from
+    metrics["warm_start"] = warm_start
     metrics["wall_s"] = time.monotonic() - started
 
     folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config)
@@ -262,7 +266,58 @@ def run_round(
         predictions=predictions,
     )
     shutil.rmtree(run_dir, ignore_errors=True)  # the version folder keeps the final model
+    _map_version(store, version_id, report)
     return version_id
+
+
+def warm_start_state(
+    store: Store, config: TrainConfig, data: WorkspaceArrays, *, image_size: int, channels: int
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """Weights of the latest version to start this round from, and a note of what happened.
+
+    The classifier's rows follow the classes by id, so a reordered class keeps its row; a class new
+    since that version starts at zero weights (every logit equal to the others' mean bias). A
+    version with another backbone or input shape cannot be reused: the round starts fresh.
+    """
+    latest = store.versions.latest()
+    if latest is None:
+        return None, {"from_version": None, "why_not": "first model of this workspace"}
+    path = store.workspace.path(latest.path) / "model.pt"
+    if not path.exists():
+        return None, {"from_version": None, "why_not": f"version {latest.id} has no model file"}
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    was = (saved["config"]["model"], int(saved["in_channels"]), int(saved["image_size"]))
+    now = (config.model, channels, image_size)
+    if was != now:
+        return None, {
+            "from_version": None,
+            "why_not": f"version {latest.id} is (backbone, channels, size) {was}, this round {now}",
+        }
+    state = dict(saved["state_dict"])
+    weight, bias = state["classifier.weight"], state["classifier.bias"]
+    row = {int(c): i for i, c in enumerate(saved["class_ids"])}
+    new_weight = torch.zeros(len(data.class_ids), weight.shape[1], dtype=weight.dtype)
+    new_bias = torch.full((len(data.class_ids),), float(bias.mean()), dtype=bias.dtype)
+    for i, class_id in enumerate(data.class_ids):
+        if class_id in row:
+            new_weight[i], new_bias[i] = weight[row[class_id]], bias[row[class_id]]
+    state["classifier.weight"], state["classifier.bias"] = new_weight, new_bias
+    new_classes = [c for c in data.class_ids if c not in row]
+    return state, {"from_version": latest.id, "new_classes": new_classes}
+
+
+def _map_version(store: Store, version_id: int, report: Callable[[dict[str, Any]], bool]) -> None:
+    """The Explore page's UMAP map, cached with the version so the page only reads it. A failure
+    here loses nothing: the version is recorded and the page computes the map itself."""
+    from labelkit.explore import projection
+
+    def progress(fraction: float, text: str) -> None:
+        report({"phase": "mapping", "fraction": fraction, "text": text})
+
+    try:
+        projection(store, store.versions.get(version_id), progress=progress)
+    except Exception as error:  # any failure of the optional map must not fail the round
+        report({"phase": "mapping", "error": f"{type(error).__name__}: {error}"})
 
 
 def _checkpoint_step(run_dir: Path) -> int:

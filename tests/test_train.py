@@ -199,6 +199,26 @@ def test_training_images_are_decoded_as_import_decodes_them(tmp_path) -> None:
     assert (read_image(tmp_path / "clear.png", image_size=8, channels=3) == 255).all()
 
 
+def test_init_warm_starts_student_and_ema_and_a_mismatched_head_keeps_its_own_weights(
+    tiny: TrainData,
+) -> None:
+    from labelkit.models import build_model
+
+    donor = build_model("cnn_small", num_classes=3, in_channels=1, image_size=8)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.fill_(0.5)
+    # stop before the first step: what comes back is exactly the initialisation
+    result = train(_config(steps=5), tiny, init=donor.state_dict(), stop=lambda: True)
+    assert result.step == 0 and result.stopped
+    for model in (result.student, result.model):
+        body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+        assert all(bool((p == 0.5).all()) for p in body)
+        # 3 classes in the donor, 10 here: the head is this run's own fresh one
+        assert model.classifier.weight.shape == (10, model.feature_dim)
+        assert not bool((model.classifier.weight == 0.5).all())
+
+
 def test_benchmark_writes_one_row_per_method_run(tmp_path, capsys) -> None:
     from benchmarks.bench_ssl import COLUMNS, main
 

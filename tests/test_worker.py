@@ -74,7 +74,11 @@ def test_a_round_records_a_version_with_predictions_for_every_item(store: Store)
     job = store.jobs.claim("test")
     progress: list[dict] = []
     version_id = run_round(
-        store, job, settings=WorkerSettings(), device=torch.device("cpu"), report=lambda p: progress.append(p) or False
+        store,
+        job,
+        settings=WorkerSettings(),
+        device=torch.device("cpu"),
+        report=lambda p: progress.append(p) or False,
     )
     assert job.id == job_id and version_id is not None
     version = store.versions.get(version_id)
@@ -90,6 +94,50 @@ def test_a_round_records_a_version_with_predictions_for_every_item(store: Store)
     assert embeddings.shape[0] == len(predictions)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
     assert [p["step"] for p in progress if p.get("phase") == "training"][-1] == TINY["steps"]
+
+
+def test_the_next_round_warm_starts_from_the_last_version_and_its_map_is_drawn(store: Store) -> None:
+    from labelkit.config import TrainConfig
+    from labelkit.datasets import load_workspace
+    from labelkit.explore import UMAP_FILE
+    from labelkit.worker import warm_start_state
+
+    def one_round() -> tuple[int, list[dict]]:
+        store.jobs.enqueue("train", {"config": TINY, "image_size": 16})
+        progress: list[dict] = []
+        report = lambda p: progress.append(p) or False  # noqa: E731
+        job = store.jobs.claim("test")
+        version_id = run_round(
+            store, job, settings=WorkerSettings(), device=torch.device("cpu"), report=report
+        )
+        store.jobs.finish(job.id, "done", model_version_id=version_id)
+        return version_id, progress
+
+    _labelled_demo(store)
+    first, progress = one_round()
+    assert store.versions.get(first).metrics["warm_start"]["from_version"] is None
+    assert (store.workspace.path(store.versions.get(first).path) / UMAP_FILE).exists()
+    assert any(p.get("phase") == "mapping" for p in progress)
+
+    # A class added since, placed first: the old classes keep their rows by id, the new one starts at 0.
+    extra = store.add_class("smudge")
+    store.reorder_classes([extra.id] + [c.id for c in store.classes() if c.id != extra.id])
+    data = load_workspace(store, image_size=16, channels=1)
+    config = TrainConfig.from_dict({"model": "cnn_small"})
+    state, note = warm_start_state(store, config, data, image_size=16, channels=1)
+    saved = torch.load(store.workspace.path(store.versions.get(first).path) / "model.pt", weights_only=True)
+    old_row = {c: i for i, c in enumerate(saved["class_ids"])}
+    assert note == {"from_version": first, "new_classes": [extra.id]}
+    assert data.class_ids[0] == extra.id and not state["classifier.weight"][0].any()
+    for i, class_id in enumerate(data.class_ids[1:], start=1):
+        torch.testing.assert_close(
+            state["classifier.weight"][i], saved["state_dict"]["classifier.weight"][old_row[class_id]]
+        )
+    # Another input size cannot reuse the weights: the round starts fresh and says why.
+    assert warm_start_state(store, config, data, image_size=24, channels=1)[0] is None
+
+    second, _ = one_round()
+    assert store.versions.get(second).metrics["warm_start"]["from_version"] == first
 
 
 def test_a_round_without_two_labelled_classes_explains_what_is_missing(store: Store) -> None:
@@ -124,13 +172,30 @@ def test_failed_round_is_recorded_and_the_worker_keeps_serving(store: Store) -> 
 
 def _start_worker(ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "labelkit", "-w", str(ws), "worker", "--stale-after", "2", "--poll", "0.2",
-         "--auto-min-new-labels", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "labelkit",
+            "-w",
+            str(ws),
+            "worker",
+            "--stale-after",
+            "2",
+            "--poll",
+            "0.2",
+            "--auto-min-new-labels",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
-def _wait_for_step(store: Store, job_id: int, at_least: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+def _wait_for_step(
+    store: Store, job_id: int, at_least: int, proc: subprocess.Popen, timeout: float = 120
+) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         step = store.jobs.get(job_id).progress.get("step", 0)
@@ -143,7 +208,9 @@ def _wait_for_step(store: Store, job_id: int, at_least: int, proc: subprocess.Po
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_leaves_the_workspace_consistent_and_training_resumes(tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_leaves_the_workspace_consistent_and_training_resumes(
+    tmp_path: Path,
+) -> None:
     ws = tmp_path / "ws"
     store = Store.open(Workspace.resolve(ws))
     _labelled_demo(store, n=40, labels=20)

@@ -218,6 +218,10 @@ def _job_row(job: JobInfo) -> dict[str, Any]:
 def _running(job: JobInfo) -> None:
     progress = job.progress
     phase = progress.get("phase", "waiting for the worker")
+    if phase == "mapping":  # the version is saved; the worker draws its Explore map
+        fraction = min(max(float(progress.get("fraction", 0.0)), 0.0), 1.0)
+        st.progress(fraction, text=f"Round {job.id}: model saved; {progress.get('text', 'drawing the map')}")
+        return
     step, steps = int(progress.get("step", 0)), int(progress.get("steps", 0))
     st.progress(
         min(step / steps, 1.0) if steps else 0.0,
