@@ -82,9 +82,8 @@ def random_order(
 
 # ------------------------------------------------------------------------------ active learning
 # Strategies of ``labelkit.active`` that need a model; each becomes a queue order of the same name.
-# Until a model version exists (and for filters other than "unlabelled") they fall back to the
-# random ring: nothing is known yet about what is uncertain (the cold_start order below is the
-# alternative that needs no model).
+# Until a model version exists they use the cold_start order below (typical, diverse items: nothing
+# is known yet about what is uncertain); for filters other than "unlabelled", the random ring.
 ACTIVE_ORDERS = ("margin", "entropy", "least_confidence", "kcenter", "cluster_uncertain", "class_balance")
 UNLABELLED = QueueFilter(labeled=False)
 _REASONS_KEPT = 10_000
@@ -152,8 +151,15 @@ def _active_order(strategy: str) -> QueueOrder:
         store: Store, *, where: QueueFilter, start_key: int, limit: int, exclude: Sequence[int]
     ) -> list[int]:
         version = store.versions.latest()
+        if version is None:
+            ids = cold_start_order(store, where=where, start_key=start_key, limit=limit, exclude=exclude)
+            with _reasons_lock:
+                why = {i: _reasons.get(("cold_start", i)) for i in ids}
+            shown = [i for i in ids if why[i]]
+            _remember(strategy, shown, [f"no model yet, so {why[i]}" for i in shown])
+            return ids
         ring = store.queue_ids(start_key=start_key, limit=limit, where=where, exclude=exclude)
-        if version is None or where != UNLABELLED:
+        if where != UNLABELLED:
             return ring
         raised = _raised(store, ring)
         item_ids, probs, embeddings = _version_arrays(str(store.workspace.path(version.path)))

@@ -42,6 +42,7 @@ from labelkit.workspace import Workspace
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ROUND_TRIP_SAMPLE = 2_000  # unlabelled items in the round-trip statistics (keeps it O(1 s))
+COLD_START_CHECK_S = 30.0  # seconds between the idle worker's looks for new imports to embed
 ROUND_TRIP_SCALE = 10.0  # inverse temperature on unit embeddings, as the association method's default
 
 
@@ -383,6 +384,7 @@ class Worker:
         self.log = log
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._cold_start_checked = -math.inf
         self.shutdown = threading.Event()
         self._lease_lost = threading.Event()
 
@@ -427,12 +429,27 @@ class Worker:
                     if once:
                         break
                 else:
+                    self._prepare_cold_start()
                     self.shutdown.wait(self.settings.poll)
         finally:
             self.shutdown.set()
             if not self._lease_lost.is_set():
                 self.store.jobs.release(self.owner)
         return 0
+
+    def _prepare_cold_start(self) -> None:
+        """Before the first model, keep the cold-start embeddings current (new imports included) so
+        the Label page's first request on a large workspace does not compute them itself."""
+        now = time.monotonic()
+        if now - self._cold_start_checked < COLD_START_CHECK_S or self.store.versions.latest() is not None:
+            return
+        self._cold_start_checked = now
+        from labelkit.coldstart import ensure_cold_start
+
+        try:
+            ensure_cold_start(self.store)
+        except Exception as exc:  # the page computes them itself if this fails; keep serving
+            self.log(f"cold-start embeddings: {type(exc).__name__}: {exc}")
 
     def _labels_warrant_a_round(self) -> bool:
         if self.settings.auto_min_new_labels <= 0 or self.store.jobs.active():

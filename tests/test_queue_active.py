@@ -1,5 +1,5 @@
 """Active-learning queue orders: with a model version they propose its most useful unlabelled items,
-without one they are the random ring; raised-priority items and new imports are never lost."""
+without one they are the cold-start order; raised-priority items and new imports are never lost."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def test_every_active_strategy_is_a_queue_order() -> None:
     assert set(ACTIVE_ORDERS) <= set(QUEUE_ORDERS)
 
 
-def test_without_a_model_an_active_order_is_the_random_ring(store: Store, five: list[int]) -> None:
-    ring = queue_order("random")(store, where=UNLABELLED, start_key=123, limit=5, exclude=())
-    assert queue_order("margin")(store, where=UNLABELLED, start_key=123, limit=5, exclude=()) == ring
+def test_without_a_model_an_active_order_is_the_cold_start_order(store: Store, five: list[int]) -> None:
+    cold = queue_order("cold_start")(store, where=UNLABELLED, start_key=123, limit=5, exclude=())
+    assert sorted(cold) == sorted(five)
+    assert queue_order("margin")(store, where=UNLABELLED, start_key=123, limit=5, exclude=()) == cold
+    assert reason("margin", cold[0]) == f"no model yet, so {reason('cold_start', cold[0])}"
 
 
 def test_margin_order_puts_the_boundary_item_first_and_skips_labelled_and_seen(

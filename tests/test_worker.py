@@ -170,6 +170,25 @@ def test_failed_round_is_recorded_and_the_worker_keeps_serving(store: Store) -> 
     assert store.jobs.lease() is None  # released on exit
 
 
+def test_an_idle_worker_before_the_first_model_prepares_the_cold_start_embeddings(store: Store) -> None:
+    import threading
+
+    from labelkit.coldstart import load_cold_start
+
+    build_demo(store, limit=12)
+    worker = Worker(store, WorkerSettings(poll=0.05, auto_min_new_labels=0), log=lambda m: None)
+    thread = threading.Thread(target=worker.serve)
+    thread.start()
+    folder = store.workspace.runs / "coldstart"
+    deadline = time.monotonic() + 60
+    while not (folder / "meta.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.shutdown.set()
+    thread.join(timeout=30)
+    ids, embeddings = load_cold_start(folder)
+    assert sorted(ids.tolist()) == sorted(store.item_table()["item_id"]) and embeddings.shape[0] == 12
+
+
 def _start_worker(ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [

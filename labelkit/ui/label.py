@@ -98,17 +98,18 @@ def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
     with st.sidebar:
         st.text_input("Annotator", key="label_annotator_input", on_change=_keep_annotator, max_chars=100)
         st.radio("Mode", ["One at a time", "Grid"], key="label_mode", horizontal=True)
-        # Margin by default: the random ring until a model exists, then the model's closest calls.
+        # Margin by default: typical, diverse items until a model exists, then its closest calls.
         state.setdefault("label_order", DEFAULT_ORDER)
         st.selectbox(
             "Queue order",
             list(QUEUE_ORDERS),
             key="label_order",
             on_change=_reset_queue,
-            help="random: every item equally likely. The others rank by the latest model "
-            "(random until one exists): margin, entropy and least_confidence pick what it is unsure "
-            "about; kcenter and cluster_uncertain also spread picks over the data; class_balance "
-            "prefers classes with few labels.",
+            help="random: every item equally likely. cold_start: images typical of a group of "
+            "similar-looking ones, each unlike the last (no model needed). The others rank by the "
+            "latest model (cold_start until one exists): margin, entropy and least_confidence pick "
+            "what it is unsure about; kcenter and cluster_uncertain also spread picks over the data; "
+            "class_balance prefers classes with few labels.",
         )
         status = st.radio("Show", list(STATUS_FILTERS), key="label_status", horizontal=True)
         class_id = source = None
