@@ -1,0 +1,346 @@
+"""Explore page render time in a real browser, on a workspace of ``--items`` items (issue 6: the map
+visible in under 3 s once the projection is cached).
+
+    python -m benchmarks.bench_explore_page --items 60000 --classes 10 --runs 3 --json bench-results/explore_page.json
+
+Builds a temporary workspace of ``--items`` tiny PNG items (one shared PNG per class), labels
+``--labelled`` of them, records a model version with synthetic class-clustered probabilities and
+embeddings (held-out ids and round-trip statistics in its metrics, as the worker records them) and
+caches its map: with ``--fake-map`` (the default) clustered 2-D coordinates are written to the files
+``labelkit.explore`` caches UMAP in, with ``--real-map`` UMAP itself runs (minutes at 60,000 items).
+
+Then it times, in-process, what the page's Python does before the map is sent (``map_frame``,
+``map_figure``, the figure's JSON size), serves the app and opens ``/explore`` in headless Chromium
+``--runs`` times, each in a fresh page, measuring from ``page.goto``:
+- title: the page's title is drawn (the frontend loaded and the script started);
+- element: the map's plotly element is in the DOM (the script reached ``st.plotly_chart``);
+- map: the map's WebGL canvas is visible and plotly has finished plotting every point;
+- heatmap: the class round-trip heatmap is drawn;
+- idle: Streamlit reports the script run finished (``stApp``'s ``data-test-script-state``);
+- plotly_js_loaded: Streamlit's plotly.js chunk downloaded (from navigation start; the map element
+  also waits for the browser to evaluate it).
+The whole Explore script is also timed without a browser (AppTest), to split server from browser.
+The first run includes the server's first script run (imports, per-process caches); later runs are warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.screenshot_explore import CHROMIUM, CHROMIUM_ARGS, REPO, _free_port, _wait_healthy
+from labelkit import explore
+from labelkit.store import NewItem, Store
+from labelkit.workspace import ENV_WORKSPACE, Workspace
+from tests.uitools import add_model_version, png_bytes
+
+STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app.py"]
+CHUNK = 5_000  # items per add_items transaction
+EMBEDDING_DIM = 64
+HOLDOUT_FRACTION = 0.2  # of the labelled items, as the worker holds out
+TIMEOUT_MS = 300_000
+
+# In the page: every point of the first plotly figure plotted (``_fullData`` holds its traces, a drawn
+# scattergl trace has its ``_scene``) and the WebGL canvas laid out with a size.
+MAP_DRAWN_JS = """(expected) => {
+  const gd = document.querySelector('.js-plotly-plot');
+  if (!gd || !gd._fullData || !gd._fullLayout || gd._transitioning) return false;
+  const points = gd._fullData.reduce((n, t) => n + (t._length || 0), 0);
+  const canvas = gd.querySelector('.gl-container canvas');
+  return points === expected && !!canvas && canvas.width > 0 && canvas.getBoundingClientRect().height > 0;
+}"""
+HEATMAP_DRAWN_JS = """() => {
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  return plots.length > 1 && !!plots[1].querySelector('.heatmaplayer image, .heatmaplayer .hm');
+}"""
+PLOTLY_CHUNK_JS = """() => {
+  const chunk = performance.getEntriesByType('resource').find(r => r.name.includes('/PlotlyChart'));
+  return chunk ? chunk.responseEnd / 1000 : null;
+}"""
+IDLE_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return !!app && app.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+
+
+def synthetic_version_data(
+    n: int, classes: int, *, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: its true class (n,), unit embeddings (n, EMBEDDING_DIM) clustered by class, class
+    probabilities (n, classes) as a softmax over the cosine to each class centre, and 2-D map
+    coordinates (n, 2): one Gaussian blob per class on a circle."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, n)
+    centres = rng.normal(size=(classes, EMBEDDING_DIM))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    emb = centres[truth] + rng.normal(scale=0.12, size=(n, EMBEDDING_DIM))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    logits = 8.0 * emb @ centres.T
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    angle = 2 * np.pi * truth / classes
+    coords = np.column_stack([np.cos(angle), np.sin(angle)]) * 10 + rng.normal(scale=1.2, size=(n, 2))
+    return truth, emb.astype(np.float32), probs.astype(np.float32), coords.astype(np.float32)
+
+
+def build_workspace(
+    root: Path, *, items: int, classes: int, labelled: int, real_map: bool, seed: int = 0
+) -> tuple[Workspace, int, dict[str, float]]:
+    """The workspace, its one model version's id and the seconds each build step took."""
+    from labelkit.worker import round_trip
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    workspace = Workspace.resolve(root).ensure()
+    store = Store.open(workspace)
+    try:
+        names = [f"class{k}" for k in range(classes)]
+        class_ids = [c.id for c in store.ensure_classes(names)]
+        truth, emb, probs, coords = synthetic_version_data(items, classes, seed=seed)
+        # Items share one PNG per class: the page reads files only for a selection's thumbnails.
+        for k in range(classes):
+            workspace.path(f"images/class{k}.png").write_bytes(png_bytes(k))
+        item_ids: list[int] = []
+        for start in range(0, items, CHUNK):
+            new = [
+                NewItem(
+                    f"{i:064x}",
+                    f"images/class{truth[i]}.png",
+                    f"images/class{truth[i]}.png",
+                    f"item{i}.png",
+                    "bench",
+                    16,
+                    16,
+                    "PNG",
+                    "L",
+                )
+                for i in range(start, min(start + CHUNK, items))
+            ]
+            ids = store.add_items(new)
+            item_ids += [ids[item.sha256] for item in new]
+        seconds["add_items"] = time.perf_counter() - started
+
+        step = time.perf_counter()
+        rng = np.random.default_rng(seed + 1)
+        rows = np.sort(rng.choice(items, min(labelled, items), replace=False))
+        for k in range(classes):
+            members = [item_ids[r] for r in rows if truth[r] == k]
+            if members:
+                store.label_many(members, class_ids[k], annotator="bench")
+        seconds["label"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        held = rows[rng.random(len(rows)) < HOLDOUT_FRACTION]
+        correct = probs[held].argmax(1) == truth[held]
+        unlabelled = np.setdiff1d(np.arange(items), rows)
+        metrics: dict[str, Any] = {
+            "holdout_item_ids": [item_ids[r] for r in held],
+            "holdout_accuracy": float(correct.mean()) if len(held) else None,
+            "round_trip": round_trip(emb[rows], truth[rows], emb[unlabelled], classes, seed=seed),
+        }
+        version_id = add_model_version(store, item_ids, probs, metrics=metrics)
+        folder = workspace.path(store.versions.get(version_id).path)
+        # add_model_version stores the unit-length probabilities as embeddings; a model's are wider.
+        np.save(folder / "embeddings.npy", emb)
+        seconds["version"] = time.perf_counter() - step
+
+        step = time.perf_counter()
+        if real_map:
+            explore.projection(store, store.versions.get(version_id))
+        else:
+            # the files explore.projection caches, ids first (a reader that finds the map finds its ids)
+            np.save(folder / explore.UMAP_IDS_FILE, np.asarray(item_ids, dtype=np.int64))
+            np.save(folder / explore.UMAP_FILE, coords)
+        seconds["map"] = time.perf_counter() - step
+    finally:
+        store.close()
+    return workspace, version_id, seconds
+
+
+def python_side(workspace: Workspace, version_id: int) -> dict[str, Any]:
+    """Seconds the page's Python spends before ``st.plotly_chart`` sends the map, and the JSON size."""
+    store = Store.open(workspace)
+    try:
+        version = store.versions.get(version_id)
+        out: dict[str, Any] = {}
+        started = time.perf_counter()
+        frame = explore.map_frame(store, version)
+        out["map_frame_s"] = time.perf_counter() - started
+        names = explore.class_names(store, version)
+        order = [names[int(c["id"])] for c in version.classes]
+        started = time.perf_counter()
+        fig, _ = explore.map_figure(frame, next(iter(explore.COLOR_BY)), order)
+        out["map_figure_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        text = fig.to_json()
+        out["to_json_s"] = time.perf_counter() - started
+        out["json_mb"] = len(text) / 1e6
+        return out
+    finally:
+        store.close()
+
+
+def script_runs(workspace: Workspace, runs: int = 2) -> list[float]:
+    """Seconds of whole Explore script runs under Streamlit's AppTest (no browser): the server's share."""
+    from streamlit.testing.v1 import AppTest
+
+    previous = os.environ.get(ENV_WORKSPACE)
+    os.environ[ENV_WORKSPACE] = str(workspace.root)
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT_MS / 1000).run()
+        seconds = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            at.switch_page("labelkit/ui/explore.py").run()
+            seconds.append(time.perf_counter() - started)
+            if at.exception:
+                raise RuntimeError(f"the Explore page raised: {at.exception[0].message}")
+        return seconds
+    finally:
+        if previous is None:
+            del os.environ[ENV_WORKSPACE]
+        else:
+            os.environ[ENV_WORKSPACE] = previous
+
+
+def _seconds_until(page: Any, js: str, arg: Any, t0: float) -> float:
+    page.wait_for_function(js, arg=arg, timeout=TIMEOUT_MS, polling=50)
+    return time.perf_counter() - t0
+
+
+def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, float]]:
+    """Per run, seconds from ``page.goto`` to each stage (see the module docstring)."""
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [*STREAMLIT, "--server.port", str(port), "--server.headless", "true"],
+        cwd=REPO,
+        env={**os.environ, ENV_WORKSPACE: str(workspace.root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    results = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(f"{base}/_stcore/health", server)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                for run in range(runs):
+                    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+                    t0 = time.perf_counter()
+                    page.goto(f"{base}/explore")
+                    page.get_by_role("heading", name="Explore").wait_for(timeout=TIMEOUT_MS)
+                    row = {"run": run + 1, "title_s": time.perf_counter() - t0}
+                    page.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+                    row["element_s"] = time.perf_counter() - t0
+                    row["map_s"] = _seconds_until(page, MAP_DRAWN_JS, items, t0)
+                    row["heatmap_s"] = _seconds_until(page, HEATMAP_DRAWN_JS, None, t0)
+                    row["idle_s"] = _seconds_until(page, IDLE_JS, None, t0)
+                    # when plotly.js (Streamlit's PlotlyChart chunk, ~4.7 MB) finished downloading,
+                    # from navigation start: the map element waits for it to be evaluated as well
+                    row["plotly_js_loaded_s"] = page.evaluate(PLOTLY_CHUNK_JS)
+                    results.append(row)
+                    print(
+                        f"run {row['run']}: title {row['title_s']:.2f} s, map element {row['element_s']:.2f} s, drawn {row['map_s']:.2f} s, "
+                        f"heatmap {row['heatmap_s']:.2f} s, idle {row['idle_s']:.2f} s",
+                        flush=True,
+                    )
+                    page.close()
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=60_000)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--labelled", type=int, default=None, help="labelled items (default 5 %% of --items)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    maps = parser.add_mutually_exclusive_group()
+    maps.add_argument("--fake-map", dest="real_map", action="store_false", help="write clustered coordinates")
+    maps.add_argument("--real-map", dest="real_map", action="store_true", help="run UMAP as the worker does")
+    parser.set_defaults(real_map=False)
+    args = parser.parse_args(argv)
+    labelled = args.labelled if args.labelled is not None else max(2 * args.classes, args.items // 20)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace, version_id, build = build_workspace(
+            Path(tmp) / "ws",
+            items=args.items,
+            classes=args.classes,
+            labelled=labelled,
+            real_map=args.real_map,
+        )
+        print("build: " + ", ".join(f"{k} {v:.1f} s" for k, v in build.items()), flush=True)
+        python = python_side(workspace, version_id)
+        print(
+            f"python: map_frame {python['map_frame_s']:.2f} s, map_figure {python['map_figure_s']:.2f} s, "
+            f"to_json {python['to_json_s']:.2f} s ({python['json_mb']:.1f} MB)",
+            flush=True,
+        )
+        python["script_s"] = script_runs(workspace)
+        print("python: whole Explore script (AppTest) " + ", ".join(f"{t:.2f} s" for t in python["script_s"]))
+        runs = browse(workspace, items=args.items, runs=args.runs)
+
+    print(
+        f"\n{'items':>7} {'run':>8} {'title s':>8} {'element s':>10} {'map s':>7} {'heatmap s':>10} {'idle s':>7}"
+    )
+    for row in runs:
+        kind = "first" if row["run"] == 1 else "warm"
+        print(
+            f"{args.items:>7} {row['run']:>2} {kind:<5} {row['title_s']:>8.2f} {row['element_s']:>10.2f} {row['map_s']:>7.2f} "
+            f"{row['heatmap_s']:>10.2f} {row['idle_s']:>7.2f}"
+        )
+    warm = [r["map_s"] for r in runs[1:]]
+    if warm:
+        print(f"warm map visible: median {float(np.median(warm)):.2f} s (goal < 3 s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "measures": "seconds from page.goto('/explore') to: the page title drawn (title_s), the map's plotly element in the DOM "
+                    "(element_s), every point plotted on a visible WebGL canvas (map_s), the class "
+                    "round-trip heatmap drawn (heatmap_s), Streamlit's script run finished (idle_s), "
+                    "plotly.js chunk downloaded (plotly_js_loaded_s, from navigation start); "
+                    "run 1 is the server's first script run, later runs are warm. python: the page's "
+                    "map_frame / map_figure / to_json in-process and whole Explore script runs under AppTest (script_s)",
+                    "items": args.items,
+                    "classes": args.classes,
+                    "labelled": labelled,
+                    "map": "umap" if args.real_map else "fake",
+                    "build_s": build,
+                    "python": python,
+                    "runs": runs,
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "chromium": CHROMIUM,
+                },
+                indent=2,
+            )
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
