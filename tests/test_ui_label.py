@@ -147,6 +147,28 @@ def test_grid_pages_through_the_queue(monkeypatch, tmp_path) -> None:
     assert not at.exception
 
 
+def test_grid_with_an_uncertainty_order_proposes_a_diverse_uncertain_batch(monkeypatch, tmp_path) -> None:
+    import numpy as np
+
+    from tests.uitools import add_model_version
+
+    workspace = make_workspace(tmp_path / "big", items=60, classes=["a", "b"])
+    store = Store.open(workspace)
+    ids = store.queue_ids(start_key=0, limit=60)
+    # 20 near-copies on the decision boundary, 40 items spread over the confident range.
+    first = np.concatenate([0.5 + np.linspace(0, 0.002, 20), np.linspace(0.6, 0.99, 40)])
+    add_model_version(store, ids, np.column_stack([first, 1 - first]))
+    copies = set(ids[:20])
+    at = open_app(monkeypatch, workspace, PAGE)
+    at.radio(key="label_mode").set_value("Grid").run()
+    assert at.session_state["label_order"] == "margin"
+    page = [int(t.key.removeprefix("label_pick_")) for t in at.checkbox]
+    # by margin alone the 24 thumbnails would hold all 20 near-copies
+    assert len(page) == 24 and len(copies & set(page)) <= 3
+    assert any("cluster_uncertain rather than margin" in c.value for c in at.caption)
+    assert not at.exception
+
+
 def test_source_filter_shows_only_items_labelled_by_that_source(at, store) -> None:
     items = store.queue_ids(start_key=0, limit=5)
     a = store.class_by_name("a").id

@@ -21,6 +21,9 @@ from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash
 
 DEFAULT_ORDER = "margin"
+# A grid page is labelled as one batch: ranked by uncertainty alone it would hold near-copies of
+# the same confusing image, so the grid takes the most uncertain item of each cluster instead.
+GRID_ORDER = {o: "cluster_uncertain" for o in ("margin", "entropy", "least_confidence")}
 GRID_COLUMNS = 6
 IMAGE_HEIGHT = 560  # pixels on screen
 GRID_SIZES = (24, 36, 48)
@@ -218,7 +221,13 @@ def _prediction(store: Store, classes: list[ClassInfo], item_id: int, where: Del
 
 
 def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
-    order = queue_order(state["label_order"])
+    name = GRID_ORDER.get(state["label_order"], state["label_order"])
+    if name != state["label_order"]:
+        st.caption(
+            f"Grid pages use cluster_uncertain rather than {state['label_order']}: the most uncertain "
+            "image of each cluster, so a page is not filled with near-copies."
+        )
+    order = queue_order(name)
     size = st.sidebar.selectbox("Thumbnails per page", GRID_SIZES, key="label_grid_size")
     page = state["label_grid_page"]
     ids = order(store, where=where, start_key=state["label_start_key"], limit=size * (page + 1), exclude=())
