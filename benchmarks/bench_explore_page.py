@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.screenshot_explore import CHROMIUM, CHROMIUM_ARGS, REPO, _free_port, _wait_healthy
 from labelkit import explore
 from labelkit.store import NewItem, Store
 from labelkit.workspace import ENV_WORKSPACE, Workspace
 from tests.uitools import add_model_version, png_bytes
 
+REPO = Path(__file__).resolve().parents[1]
 STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app.py"]
 CHUNK = 5_000  # items per add_items transaction
 EMBEDDING_DIM = 64
@@ -222,6 +222,9 @@ def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, flo
     """Per run, seconds from ``page.goto`` to each stage (see the module docstring)."""
     from playwright.sync_api import sync_playwright
 
+    # lazily: the screenshot script imports the trainer, which the workspace-building part does not need
+    from benchmarks.screenshot_explore import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_healthy
+
     port = _free_port()
     server = subprocess.Popen(
         [*STREAMLIT, "--server.port", str(port), "--server.headless", "true"],
@@ -333,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": runs,
                     "cpu_count": os.cpu_count(),
                     "platform": platform.platform(),
-                    "chromium": CHROMIUM,
                 },
                 indent=2,
             )
