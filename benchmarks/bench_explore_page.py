@@ -17,8 +17,11 @@ Then it times, in-process, what the page's Python does before the map is sent (`
 - map: the map's WebGL canvas is visible and plotly has finished plotting every point;
 - heatmap: the class round-trip heatmap is drawn;
 - idle: Streamlit reports the script run finished (``stApp``'s ``data-test-script-state``);
-- plotly_js_loaded: Streamlit's plotly.js chunk downloaded (from navigation start; the map element
-  also waits for the browser to evaluate it).
+- map_message: the largest websocket message before the map is drawn (the map's figure) arrived,
+  which ends the server's share;
+- plotly_js_loaded: Streamlit's plotly.js chunk (requested when the first chart arrives) downloaded;
+- browser_busy: seconds of main-thread long tasks (> 50 ms) between map_message and map (evaluating
+  plotly.js, decoding the figure, plotly drawing).
 The whole Explore script is also timed without a browser (AppTest), to split server from browser.
 The first run includes the server's first script run (imports, per-process caches); later runs are warm.
 """
@@ -63,6 +66,11 @@ HEATMAP_DRAWN_JS = """() => {
   const plots = document.querySelectorAll('.js-plotly-plot');
   return plots.length > 1 && !!plots[1].querySelector('.heatmaplayer image, .heatmaplayer .hm');
 }"""
+# main-thread tasks over 50 ms (start ms from navigation start, duration ms), from page load on
+LONG_TASKS_JS = """window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]);
+}).observe({type: 'longtask', buffered: true});"""
 PLOTLY_CHUNK_JS = """() => {
   const chunk = performance.getEntriesByType('resource').find(r => r.name.includes('/PlotlyChart'));
   return chunk ? chunk.responseEnd / 1000 : null;
@@ -213,6 +221,16 @@ def script_runs(workspace: Workspace, runs: int = 2) -> list[float]:
             os.environ[ENV_WORKSPACE] = previous
 
 
+def _record_messages(page: Any) -> list[tuple[float, int]]:
+    """A list that fills with (``time.perf_counter()``, bytes) for each websocket message ``page`` receives."""
+    messages: list[tuple[float, int]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda m: messages.append((time.perf_counter(), len(m)))),
+    )
+    return messages
+
+
 def _seconds_until(page: Any, js: str, arg: Any, t0: float) -> float:
     page.wait_for_function(js, arg=arg, timeout=TIMEOUT_MS, polling=50)
     return time.perf_counter() - t0
@@ -242,7 +260,10 @@ def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, flo
             try:
                 for run in range(runs):
                     page = browser.new_page(viewport={"width": 1400, "height": 1500})
+                    page.add_init_script(LONG_TASKS_JS)
+                    frames = _record_messages(page)
                     t0 = time.perf_counter()
+                    t0_epoch_ms = time.time() * 1000
                     page.goto(f"{base}/explore")
                     page.get_by_role("heading", name="Explore").wait_for(timeout=TIMEOUT_MS)
                     row = {"run": run + 1, "title_s": time.perf_counter() - t0}
@@ -251,13 +272,25 @@ def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, flo
                     row["map_s"] = _seconds_until(page, MAP_DRAWN_JS, items, t0)
                     row["heatmap_s"] = _seconds_until(page, HEATMAP_DRAWN_JS, None, t0)
                     row["idle_s"] = _seconds_until(page, IDLE_JS, None, t0)
-                    # when plotly.js (Streamlit's PlotlyChart chunk, ~4.7 MB) finished downloading,
-                    # from navigation start: the map element waits for it to be evaluated as well
-                    row["plotly_js_loaded_s"] = page.evaluate(PLOTLY_CHUNK_JS)
+                    # the map's figure is the largest message before it is drawn: its arrival ends the
+                    # server's share, the browser's long tasks until the map is drawn are the browser's
+                    arrival, size = max(
+                        ((at - t0, n) for at, n in frames if at - t0 <= row["map_s"]), key=lambda f: f[1]
+                    )
+                    row["map_message_s"], row["map_message_mb"] = arrival, size / 1e6
+                    origin_s = (page.evaluate("() => performance.timeOrigin") - t0_epoch_ms) / 1000
+                    row["plotly_js_loaded_s"] = origin_s + page.evaluate(PLOTLY_CHUNK_JS)
+                    row["browser_busy_s"] = sum(
+                        duration / 1000
+                        for start, duration in page.evaluate("() => window.__longTasks")
+                        if arrival <= origin_s + start / 1000 <= row["map_s"]
+                    )
                     results.append(row)
                     print(
                         f"run {row['run']}: title {row['title_s']:.2f} s, map element {row['element_s']:.2f} s, drawn {row['map_s']:.2f} s, "
-                        f"heatmap {row['heatmap_s']:.2f} s, idle {row['idle_s']:.2f} s",
+                        f"heatmap {row['heatmap_s']:.2f} s, idle {row['idle_s']:.2f} s; map message "
+                        f"({row['map_message_mb']:.1f} MB) at {row['map_message_s']:.2f} s, plotly.js loaded "
+                        f"{row['plotly_js_loaded_s']:.2f} s, browser long tasks then {row['browser_busy_s']:.2f} s",
                         flush=True,
                     )
                     page.close()
@@ -304,14 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         print("python: whole Explore script (AppTest) " + ", ".join(f"{t:.2f} s" for t in python["script_s"]))
         runs = browse(workspace, items=args.items, runs=args.runs)
 
-    print(
-        f"\n{'items':>7} {'run':>8} {'title s':>8} {'element s':>10} {'map s':>7} {'heatmap s':>10} {'idle s':>7}"
-    )
+    columns = {
+        "title_s": "title s",
+        "map_message_s": "map sent s",
+        "plotly_js_loaded_s": "plotly.js s",
+        "browser_busy_s": "busy s",
+        "map_s": "map s",
+        "heatmap_s": "heatmap s",
+        "idle_s": "idle s",
+    }
+    print(f"\n{'items':>7} {'run':>8} " + " ".join(f"{name:>11}" for name in columns.values()))
     for row in runs:
         kind = "first" if row["run"] == 1 else "warm"
         print(
-            f"{args.items:>7} {row['run']:>2} {kind:<5} {row['title_s']:>8.2f} {row['element_s']:>10.2f} {row['map_s']:>7.2f} "
-            f"{row['heatmap_s']:>10.2f} {row['idle_s']:>7.2f}"
+            f"{args.items:>7} {row['run']:>2} {kind:<5} " + " ".join(f"{row[key]:>11.2f}" for key in columns)
         )
     warm = [r["map_s"] for r in runs[1:]]
     if warm:
@@ -324,9 +363,13 @@ def main(argv: list[str] | None = None) -> int:
                     "measures": "seconds from page.goto('/explore') to: the page title drawn (title_s), the map's plotly element in the DOM "
                     "(element_s), every point plotted on a visible WebGL canvas (map_s), the class "
                     "round-trip heatmap drawn (heatmap_s), Streamlit's script run finished (idle_s), "
-                    "plotly.js chunk downloaded (plotly_js_loaded_s, from navigation start); "
+                    "arrival of the map's figure message (map_message_s, its size map_message_mb), plotly.js chunk "
+                    "downloaded (plotly_js_loaded_s), main-thread long tasks between the figure's arrival and the "
+                    "map drawn (browser_busy_s); "
                     "run 1 is the server's first script run, later runs are warm. python: the page's "
-                    "map_frame / map_figure / to_json in-process and whole Explore script runs under AppTest (script_s)",
+                    "map_frame / map_figure / to_json in-process and whole Explore script runs under AppTest (script_s). "
+                    "Headless Chromium with benchmarks/screenshot_explore.py's flags: --disable-gpu, so WebGL "
+                    "draws in software",
                     "items": args.items,
                     "classes": args.classes,
                     "labelled": labelled,
