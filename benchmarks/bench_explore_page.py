@@ -13,7 +13,7 @@ Then it times, in-process, what the page's Python does before the map is sent (`
 ``map_figure``, the figure's JSON size), serves the app and opens ``/explore`` in headless Chromium
 ``--runs`` times, each in a fresh page, measuring from ``page.goto``:
 - title: the page's title is drawn (the frontend loaded and the script started);
-- element: the map's plotly element is in the DOM (the script reached ``st.plotly_chart``);
+- element: the map's plotly element is in the DOM (its figure arrived and plotly.js is loaded);
 - map: the map's WebGL canvas is visible and plotly has finished plotting every point;
 - heatmap: the class round-trip heatmap is drawn;
 - idle: Streamlit reports the script run finished (``stApp``'s ``data-test-script-state``);
@@ -50,11 +50,11 @@ REPO = Path(__file__).resolve().parents[1]
 STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app.py"]
 CHUNK = 5_000  # items per add_items transaction
 EMBEDDING_DIM = 64
-HOLDOUT_FRACTION = 0.2  # of the labelled items, as the worker holds out
+HOLDOUT_FRACTION = 0.2  # of the labelled items, the worker's default (WorkerSettings.holdout_fraction)
 TIMEOUT_MS = 300_000
 
-# In the page: every point of the first plotly figure plotted (``_fullData`` holds its traces, a drawn
-# scattergl trace has its ``_scene``) and the WebGL canvas laid out with a size.
+# In the page: plotly has computed every point of the first figure (``_fullData``, filled while it
+# plots) and the figure's WebGL canvas is laid out with a size.
 MAP_DRAWN_JS = """(expected) => {
   const gd = document.querySelector('.js-plotly-plot');
   if (!gd || !gd._fullData || !gd._fullLayout || gd._transitioning) return false;
@@ -64,7 +64,7 @@ MAP_DRAWN_JS = """(expected) => {
 }"""
 HEATMAP_DRAWN_JS = """() => {
   const plots = document.querySelectorAll('.js-plotly-plot');
-  return plots.length > 1 && !!plots[1].querySelector('.heatmaplayer image, .heatmaplayer .hm');
+  return plots.length > 1 && !!plots[1].querySelector('.heatmaplayer .hm image');
 }"""
 # main-thread tasks over 50 ms (start ms from navigation start, duration ms), from page load on
 LONG_TASKS_JS = """window.__longTasks = [];
