@@ -271,12 +271,17 @@ def test_map_figure_traces_map_back_to_item_ids_for_every_colouring(recorded) ->
     by_label, point_ids = map_figure(frame, "Human label", ["a", "b"])
     assert [t.name for t in by_label.data] == ["a", "b", "unlabelled"]
     assert point_ids == [ids[:3], [ids[3]], ids[4:]]
-    assert list(by_label.data[0].marker.symbol) == ["diamond"] * 3
-    assert list(by_label.data[2].marker.symbol) == ["circle"] * 2
+    assert [t.marker.symbol for t in by_label.data] == ["diamond", "diamond", "circle"]
+    assert [t.showlegend for t in by_label.data] == [True, True, True]
+    assert by_label.data[0].customdata[0].tolist() == ["item0.png", "a", "a", 0.9]
     by_holdout, point_ids = map_figure(frame, "Held-out correctness", ["a", "b"])
-    assert [t.name for t in by_holdout.data] == ["correct", "wrong", "not held out"]
-    assert point_ids[1] == [ids[2]]
+    # "not held out" holds labelled items (diamonds) and unlabelled ones (circles): one legend entry
+    assert [t.name for t in by_holdout.data] == ["correct", "wrong", "not held out", "not held out"]
+    assert [t.marker.symbol for t in by_holdout.data][2:] == ["diamond", "circle"]
+    assert [t.showlegend for t in by_holdout.data][2:] == [True, False]
+    assert point_ids[1] == [ids[2]] and point_ids[3] == ids[4:]
     by_entropy, point_ids = map_figure(frame, "Uncertainty (entropy)", ["a", "b"])
-    assert len(by_entropy.data) == 1 and sorted(point_ids[0]) == ids
+    assert len(by_entropy.data) == 2 and sorted(point_ids[0] + point_ids[1]) == ids
+    assert all(t.marker.coloraxis == "coloraxis" for t in by_entropy.data)
     with pytest.raises(ValueError, match="Human label"):
         map_figure(frame, "colour", ["a", "b"])

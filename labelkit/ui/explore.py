@@ -49,6 +49,28 @@ def _queue_selection(store: Store, item_ids: list[int]) -> None:
     flash("success", f"Sent {_items(len(item_ids))} to the front of the labelling queue")
 
 
+# Reading the item table and the version's predictions and building a 60,000-point figure take
+# seconds; both only change with a new annotation or a renamed class, so reruns (a selection, a
+# colour change back) reuse them. Keys name the workspace: the cache is shared by every session.
+@st.cache_data(max_entries=4, show_spinner=False)
+def _cached_frame(
+    root: str, version_id: int, last_annotation: int, class_order: tuple[str, ...], _store: Store
+) -> pd.DataFrame:
+    return explore.map_frame(_store, _store.versions.get(version_id))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _cached_figure(
+    root: str,
+    version_id: int,
+    last_annotation: int,
+    class_order: tuple[str, ...],
+    color_by: str,
+    _frame: pd.DataFrame,
+) -> tuple[object, list[list[int]]]:
+    return explore.map_figure(_frame, color_by, list(class_order))
+
+
 def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFrame | None:
     st.subheader("Map of the embeddings")
     folder = store.workspace.path(version.path)
@@ -64,10 +86,11 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
             st.info(str(error))
             return None
         bar.empty()
-    frame = explore.map_frame(store, version)
-    class_order = [names[c["id"]] for c in version.classes]
+    class_order = tuple(names[c["id"]] for c in version.classes)
+    key = (str(store.workspace.root), version.id, store.last_annotation_id(), class_order)
+    frame = _cached_frame(*key, store)
     color_by = st.selectbox("Colour by", list(explore.COLOR_BY), key="explore_color")
-    fig, point_ids = explore.map_figure(frame, color_by, class_order)
+    fig, point_ids = _cached_figure(*key, color_by, frame)
     st.caption("Diamonds are labelled items, circles unlabelled. Draw a lasso or a box to select items.")
     event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box"), key="explore_map")
     _selection(store, frame, selected_item_ids(event, point_ids))
