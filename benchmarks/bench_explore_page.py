@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,10 +42,10 @@ import numpy as np
 from labelkit import explore
 from labelkit.store import NewItem, Store
 from labelkit.workspace import ENV_WORKSPACE, Workspace
+from tests.served import served_browser
 from tests.uitools import add_model_version, png_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app.py"]
 CHUNK = 5_000  # items per add_items transaction
 EMBEDDING_DIM = 64
 HOLDOUT_FRACTION = 0.2  # of the labelled items, the worker's default (WorkerSettings.holdout_fraction)
@@ -238,67 +236,44 @@ def _seconds_until(page: Any, js: str, arg: Any, t0: float) -> float:
 
 def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, float]]:
     """Per run, seconds from ``page.goto`` to each stage (see the module docstring)."""
-    from playwright.sync_api import sync_playwright
-
-    # lazily: the screenshot script imports the trainer, which the workspace-building part does not need
-    from benchmarks.screenshot_explore import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_healthy
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [*STREAMLIT, "--server.port", str(port), "--server.headless", "true"],
-        cwd=REPO,
-        env={**os.environ, ENV_WORKSPACE: str(workspace.root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
     results = []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(f"{base}/_stcore/health", server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                for run in range(runs):
-                    page = browser.new_page(viewport={"width": 1400, "height": 1500})
-                    page.add_init_script(LONG_TASKS_JS)
-                    frames = _record_messages(page)
-                    t0 = time.perf_counter()
-                    t0_epoch_ms = time.time() * 1000
-                    page.goto(f"{base}/explore")
-                    page.get_by_role("heading", name="Explore").wait_for(timeout=TIMEOUT_MS)
-                    row = {"run": run + 1, "title_s": time.perf_counter() - t0}
-                    page.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=TIMEOUT_MS)
-                    row["element_s"] = time.perf_counter() - t0
-                    row["map_s"] = _seconds_until(page, MAP_DRAWN_JS, items, t0)
-                    row["heatmap_s"] = _seconds_until(page, HEATMAP_DRAWN_JS, None, t0)
-                    row["idle_s"] = _seconds_until(page, IDLE_JS, None, t0)
-                    # the map's figure is the largest message before it is drawn: its arrival ends the
-                    # server's share, the browser's long tasks until the map is drawn are the browser's
-                    arrival, size = max(
-                        ((at - t0, n) for at, n in frames if at - t0 <= row["map_s"]), key=lambda f: f[1]
-                    )
-                    row["map_message_s"], row["map_message_mb"] = arrival, size / 1e6
-                    origin_s = (page.evaluate("() => performance.timeOrigin") - t0_epoch_ms) / 1000
-                    row["plotly_js_loaded_s"] = origin_s + page.evaluate(PLOTLY_CHUNK_JS)
-                    row["browser_busy_s"] = sum(
-                        duration / 1000
-                        for start, duration in page.evaluate("() => window.__longTasks")
-                        if arrival <= origin_s + start / 1000 <= row["map_s"]
-                    )
-                    results.append(row)
-                    print(
-                        f"run {row['run']}: title {row['title_s']:.2f} s, map element {row['element_s']:.2f} s, drawn {row['map_s']:.2f} s, "
-                        f"heatmap {row['heatmap_s']:.2f} s, idle {row['idle_s']:.2f} s; map message "
-                        f"({row['map_message_mb']:.1f} MB) at {row['map_message_s']:.2f} s, plotly.js loaded "
-                        f"{row['plotly_js_loaded_s']:.2f} s, browser long tasks then {row['browser_busy_s']:.2f} s",
-                        flush=True,
-                    )
-                    page.close()
-            finally:
-                browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with served_browser(workspace.root) as (base, browser):
+        for run in range(runs):
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.add_init_script(LONG_TASKS_JS)
+            frames = _record_messages(page)
+            t0 = time.perf_counter()
+            t0_epoch_ms = time.time() * 1000
+            page.goto(f"{base}/explore")
+            page.get_by_role("heading", name="Explore").wait_for(timeout=TIMEOUT_MS)
+            row = {"run": run + 1, "title_s": time.perf_counter() - t0}
+            page.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=TIMEOUT_MS)
+            row["element_s"] = time.perf_counter() - t0
+            row["map_s"] = _seconds_until(page, MAP_DRAWN_JS, items, t0)
+            row["heatmap_s"] = _seconds_until(page, HEATMAP_DRAWN_JS, None, t0)
+            row["idle_s"] = _seconds_until(page, IDLE_JS, None, t0)
+            # the map's figure is the largest message before it is drawn: its arrival ends the
+            # server's share, the browser's long tasks until the map is drawn are the browser's
+            arrival, size = max(
+                ((at - t0, n) for at, n in frames if at - t0 <= row["map_s"]), key=lambda f: f[1]
+            )
+            row["map_message_s"], row["map_message_mb"] = arrival, size / 1e6
+            origin_s = (page.evaluate("() => performance.timeOrigin") - t0_epoch_ms) / 1000
+            row["plotly_js_loaded_s"] = origin_s + page.evaluate(PLOTLY_CHUNK_JS)
+            row["browser_busy_s"] = sum(
+                duration / 1000
+                for start, duration in page.evaluate("() => window.__longTasks")
+                if arrival <= origin_s + start / 1000 <= row["map_s"]
+            )
+            results.append(row)
+            print(
+                f"run {row['run']}: title {row['title_s']:.2f} s, map element {row['element_s']:.2f} s, drawn {row['map_s']:.2f} s, "
+                f"heatmap {row['heatmap_s']:.2f} s, idle {row['idle_s']:.2f} s; map message "
+                f"({row['map_message_mb']:.1f} MB) at {row['map_message_s']:.2f} s, plotly.js loaded "
+                f"{row['plotly_js_loaded_s']:.2f} s, browser long tasks then {row['browser_busy_s']:.2f} s",
+                flush=True,
+            )
+            page.close()
     return results
 
 

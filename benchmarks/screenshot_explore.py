@@ -11,14 +11,8 @@ headless Chromium (``/usr/bin/chromium``; no browser is downloaded). The PNG is 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -29,11 +23,10 @@ from labelkit.demo import build_demo
 from labelkit.explore import ensure_projection
 from labelkit.store import Store
 from labelkit.worker import WorkerSettings, run_round
-from labelkit.workspace import ENV_WORKSPACE, Workspace
+from labelkit.workspace import Workspace
+from tests.served import served_browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 ROUND = {"steps": 120, "batch_size": 32, "mu": 2, "checkpoint_every": 1000, "log_every": 10}
 
 
@@ -68,66 +61,15 @@ def build(root: Path, *, items: int, labels: int) -> Workspace:
     return workspace
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not answer {url} within {timeout} s")
-
-
 def photograph(workspace: Workspace, out: Path, *, width: int, height: int) -> None:
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-        ],
-        cwd=REPO,
-        env={**os.environ, ENV_WORKSPACE: str(workspace.root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(f"{base}/_stcore/health", server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": width, "height": height})
-                page.goto(f"{base}/explore")
-                page.locator(".js-plotly-plot").nth(1).wait_for(state="visible", timeout=120_000)
-                page.get_by_text("Walker accuracy").first.wait_for(timeout=60_000)
-                time.sleep(3)  # plotly draws the WebGL points after the element appears
-                raw = out.with_suffix(".raw.png")
-                page.screenshot(path=str(raw), full_page=False)
-            finally:
-                browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    raw = out.with_suffix(".raw.png")
+    with served_browser(workspace.root) as (base, browser):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(f"{base}/explore")
+        page.locator(".js-plotly-plot").nth(1).wait_for(state="visible", timeout=120_000)
+        page.get_by_text("Walker accuracy").first.wait_for(timeout=60_000)
+        time.sleep(3)  # plotly draws the WebGL points after the element appears
+        page.screenshot(path=str(raw), full_page=False)
     Image.open(raw).convert("RGB").quantize(colors=256).save(out, optimize=True)
     raw.unlink()
 

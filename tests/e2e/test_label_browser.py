@@ -3,58 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from labelkit.store import Store
-from labelkit.workspace import ENV_WORKSPACE, Workspace
+from labelkit.workspace import Workspace
+from tests.served import CHROMIUM, CHROMIUM_ARGS, served_app
 from tests.uitools import make_workspace
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-START_TIMEOUT_S = 90
 LABEL_TIMEOUT_S = 30
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -64,37 +26,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Workspace]]:
             pytest.fail(f"LABELKIT_REQUIRE_E2E is set but {CHROMIUM} is missing")
         pytest.skip(f"{CHROMIUM} is missing (scripts/ensure-chromium installs Debian's chromium)")
     workspace = make_workspace(tmp_path / "ws", items=5, classes=["a", "b"])
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-            ],
-            cwd=REPO,
-            env={**os.environ, ENV_WORKSPACE: str(workspace.root)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(f"{base}/_stcore/health", server, log)
+    with served_app(workspace.root, tmp_path / "streamlit.log") as base:
         yield base, workspace
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def _labels_of_class(workspace: Workspace, class_name: str) -> list[int]:
