@@ -11,6 +11,7 @@ Prints a table and writes one JSON row per (method, seed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MNIST_ROOT = "/work/shared/datasets"
+CALIBRATION_STEPS = 20
 COLUMNS = (
     "method",
     "dataset",
@@ -44,6 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labels-per-class", type=int, default=4)
     parser.add_argument("--method", default="supervised,fixmatch", help="runs, comma-separated; a+b combines")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        help="a wall-clock budget per run instead of --steps: a short calibration run measures the "
+        "time per step and the run gets as many steps as fit (its cosine schedule then ends on time)",
+    )
     parser.add_argument("--seed", default="0", help="one seed or several, comma-separated")
     parser.add_argument("--model", default="cnn_small")
     parser.add_argument("--batch-size", type=int, default=32, help="labelled images per step (B)")
@@ -56,21 +64,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> dict[str, Any]:
+def _config(args: argparse.Namespace, methods: tuple[str, ...], seed: int, steps: int) -> Any:
     from labelkit.config import TrainConfig
-    from labelkit.train import TrainData, resolve_device, train
 
-    if args.dataset == "digits":
-        data = TrainData.from_digits(
-            labels_per_class=args.labels_per_class, seed=seed, image_size=args.image_size
-        )
-    else:
-        data = TrainData.from_mnist(args.data_root, labels_per_class=args.labels_per_class, seed=seed)
-    config = TrainConfig.from_dict(
+    return TrainConfig.from_dict(
         {
             "model": args.model,
             "methods": list(methods),
-            "steps": args.steps,
+            "steps": steps,
             "batch_size": args.batch_size,
             "mu": args.mu,
             "hflip": False,  # digits: a mirrored 2 is not a 2
@@ -79,11 +80,40 @@ def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> di
             "device": args.device,
             "num_threads": args.threads,
             "eval_every": 0,
-            "log_every": max(1, args.steps // 20),
+            "log_every": max(1, steps // 20),
         }
     )
+
+
+def _seconds_per_step(args: argparse.Namespace, methods: tuple[str, ...], data: Any, seed: int) -> float:
+    """Wall time per step, timed between the logs at steps 10 and 10 + CALIBRATION_STEPS of a short
+    run with the same settings, so set-up and the first slow steps are not counted."""
+    from labelkit.train import train
+
+    config = dataclasses.replace(_config(args, methods, seed, 10 + CALIBRATION_STEPS), log_every=10)
+    stamps: dict[int, float] = {}
+    train(
+        config,
+        dataclasses.replace(data, x_test=None, y_test=None),
+        callback=lambda step, _: stamps.__setitem__(step, time.perf_counter()),
+    )
+    return (stamps[10 + CALIBRATION_STEPS] - stamps[10]) / CALIBRATION_STEPS
+
+
+def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> dict[str, Any]:
+    from labelkit.train import TrainData, resolve_device, train
+
+    if args.dataset == "digits":
+        data = TrainData.from_digits(
+            labels_per_class=args.labels_per_class, seed=seed, image_size=args.image_size
+        )
+    else:
+        data = TrainData.from_mnist(args.data_root, labels_per_class=args.labels_per_class, seed=seed)
+    steps = args.steps
+    if args.minutes is not None:
+        steps = max(CALIBRATION_STEPS, int(args.minutes * 60 / _seconds_per_step(args, methods, data, seed)))
     start = time.perf_counter()
-    result = train(config, data)
+    result = train(_config(args, methods, seed, steps), data)
     wall = time.perf_counter() - start
     logs = [m for _, m in result.history]
     tail = logs[-max(1, len(logs) // 4) :]  # the last quarter of the run
@@ -97,7 +127,7 @@ def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> di
         "dataset": args.dataset,
         "labels": args.labels_per_class * data.num_classes,
         "seed": seed,
-        "steps": args.steps,
+        "steps": steps,
         "wall_s": round(wall, 1),
         "device": str(resolve_device(args.device)),
         "imgs_per_s": round(mean("train/imgs_per_s", logs) or 0.0, 1),

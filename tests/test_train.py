@@ -232,3 +232,17 @@ def test_benchmark_writes_one_row_per_method_run(tmp_path, capsys) -> None:
     assert [r["method"] for r in rows] == ["supervised", "supervised+pseudolabel"]
     assert all(set(r) == set(COLUMNS) and r["labels"] == 20 and 0 <= r["accuracy"] <= 1 for r in rows)
     assert "supervised+pseudolabel" in capsys.readouterr().out  # the printed table
+
+
+def test_benchmark_minutes_budget_sets_the_steps_from_a_calibration_run(tmp_path, monkeypatch) -> None:
+    import benchmarks.bench_ssl as bench
+
+    # Calibration says 0.5 s per step: a 0.5-minute budget is 60 steps.
+    monkeypatch.setattr(bench, "_seconds_per_step", lambda *a: 0.5)
+    out = tmp_path / "rows.json"
+    argv = ["--dataset", "digits", "--labels-per-class", "2", "--method", "supervised", "--minutes", "0.5"]
+    argv += ["--batch-size", "4", "--mu", "1", "--image-size", "8", "--json", str(out)]
+    assert bench.main(argv) == 0
+    import json
+
+    assert json.loads(out.read_text())[0]["steps"] == 60
