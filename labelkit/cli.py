@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from labelkit import __version__
 
@@ -25,16 +26,30 @@ class CliError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelkit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"labelkit {__version__}")
-    parser.add_argument("--workspace", "-w", help="workspace folder (default: $LABELKIT_WORKSPACE or data/)")
-    parser.add_argument(
-        "--db-url", help="database URL (default: $LABELKIT_DB_URL or SQLite in the workspace)"
-    )
+    # The workspace options are accepted before the command and after it (`labelkit serve -w fish`):
+    # after it, SUPPRESS leaves the value given before it (or the default) unless one is given.
+    where = argparse.ArgumentParser(add_help=False)
+    for target, default in ((parser, None), (where, argparse.SUPPRESS)):
+        target.add_argument(
+            "--workspace",
+            "-w",
+            default=default,
+            help="workspace folder (default: $LABELKIT_WORKSPACE or data/)",
+        )
+        target.add_argument(
+            "--db-url",
+            default=default,
+            help="database URL (default: $LABELKIT_DB_URL or SQLite in the workspace)",
+        )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create a workspace, optionally with classes")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[where], **kwargs)
+
+    p = command("init", help="create a workspace, optionally with classes")
     p.add_argument("--classes", help="comma-separated class names, e.g. salmon,trout")
 
-    p = sub.add_parser("import", help="import a folder, a .zip or an image file")
+    p = command("import", help="import a folder, a .zip or an image file")
     p.add_argument("source")
     p.add_argument(
         "--labels",
@@ -50,24 +65,24 @@ def _parser() -> argparse.ArgumentParser:
         help="what to do with class names the workspace does not have yet",
     )
 
-    p = sub.add_parser("demo", help="build a demo workspace (offline)")
+    p = command("demo", help="build a demo workspace (offline)")
     p.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
     p.add_argument("--data-root", help="folder holding MNIST/raw/*.gz (torchvision layout)")
     p.add_argument("--limit", type=int, help="import only the first N images")
     p.add_argument("--download", action="store_true", help="let torchvision download MNIST into --data-root")
 
-    sub.add_parser("status", help="items, and labels per class and source")
+    command("status", help="items, and labels per class and source")
 
-    p = sub.add_parser("label", help="label one item (for scripts)")
+    p = command("label", help="label one item (for scripts)")
     p.add_argument("item", type=int, help="item id")
     p.add_argument("cls", metavar="CLASS", help="class name, or '-' to remove the label")
     p.add_argument("--annotator", default=os.environ.get("USER") or "cli")
 
-    p = sub.add_parser("export-labels", help="write the current labels as CSV or JSON")
+    p = command("export-labels", help="write the current labels as CSV or JSON")
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--out", help="output file (default: labels.FORMAT in the workspace's reports/)")
 
-    p = sub.add_parser(
+    p = command(
         "export", help="write a model version's bundle: TorchScript, ONNX, model card, labels, predictions"
     )
     p.add_argument("--version", type=int, dest="model_version", help="model version id (default: the latest)")
@@ -77,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "--imagefolder", action="store_true", help="also copy the labelled images as imagefolder/CLASS/"
     )
 
-    p = sub.add_parser("predict", help="predict image files with an exported bundle (no workspace needed)")
+    p = command("predict", help="predict image files with an exported bundle (no workspace needed)")
     p.add_argument("--model", required=True, help="bundle folder or .zip written by `labelkit export`")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDER", help="image files and/or folders")
     p.add_argument("--top-k", type=int, default=1, help="also list the next K-1 classes and probabilities")
@@ -85,15 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torchscript", "onnx"], default="torchscript")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
-    p = sub.add_parser("worker", help="run the background trainer for the workspace")
+    p = command("worker", help="run the background trainer for the workspace")
     p.add_argument("--once", action="store_true", help="run one training round and exit")
-    p.add_argument("--auto-min-new-labels", type=int, default=20,
-                   help="start a round by itself after this many new labels (0: only when asked)")
-    p.add_argument("--stale-after", type=float, default=30.0,
-                   help="seconds without a heartbeat after which another worker's lease is taken over")
+    p.add_argument(
+        "--auto-min-new-labels",
+        type=int,
+        default=20,
+        help="start a round by itself after this many new labels (0: only when asked)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=30.0,
+        help="seconds without a heartbeat after which another worker's lease is taken over",
+    )
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the job queue")
 
-    p = sub.add_parser(
+    p = command(
         "bench",
         help="run a benchmark of the source repository (al, ssl, store, worker, …)",
         description="Run benchmarks/bench_NAME.py with ARGS; `labelkit bench NAME --help` shows its flags.",
@@ -101,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="bench_NAME.py in the repository's benchmarks/ folder")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="passed to the benchmark unchanged")
 
-    p = sub.add_parser("serve", help="start the app")
+    p = command("serve", help="start the app")
     p.add_argument("--port", type=int, default=None)
     p.add_argument(
         "--demo-if-empty", action="store_true", help="build the digits demo if the workspace has no items"
@@ -265,7 +288,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = worker.WorkerSettings(
         stale_after=args.stale_after, poll=args.poll, auto_min_new_labels=args.auto_min_new_labels
     )
-    return worker.main(Workspace.resolve(args.workspace, db_url=args.db_url), once=args.once, settings=settings)
+    return worker.main(
+        Workspace.resolve(args.workspace, db_url=args.db_url), once=args.once, settings=settings
+    )
 
 
 def _benchmarks() -> dict[str, Path]:

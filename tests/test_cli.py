@@ -170,3 +170,25 @@ def test_bench_store_runs_with_tiny_sizes_and_writes_its_json(tmp_path: Path) ->
     assert result["items"] == 40
     assert result["labelling"]["save"]["n"] == 3
     assert result["import"]["images"] == 4
+
+
+def test_the_readme_s_run_command_parses_and_workspace_options_go_before_or_after_the_command() -> None:
+    import re
+    import shlex
+
+    from labelkit.cli import _parser
+
+    # `make run` is the README's first command: its labelkit call must be one the CLI accepts.
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n\t(.+)$", makefile, flags=re.MULTILINE)
+    assert recipe is not None
+    words = shlex.split(recipe.group(1).replace("$(VENV)", ".venv").replace("$(WORKSPACE)", "data"))
+    assert words[0].endswith("bin/labelkit")
+    parsed = _parser().parse_args(words[1:])
+    assert (parsed.command, parsed.workspace, parsed.demo_if_empty) == ("serve", "data", True)
+
+    parser = _parser()
+    assert parser.parse_args(["-w", "fish", "status"]).workspace == "fish"
+    assert parser.parse_args(["status", "--workspace", "fish"]).workspace == "fish"
+    assert parser.parse_args(["-w", "a", "status", "-w", "b"]).workspace == "b"
+    assert parser.parse_args(["status"]).workspace is None
