@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     "map drawn (browser_busy_s); "
                     "run 1 is the server's first script run, later runs are warm. python: the page's "
                     "map_frame / map_figure / to_json in-process and whole Explore script runs under AppTest (script_s). "
-                    "Headless Chromium with tests/served.py.s flags: --disable-gpu, so WebGL "
+                    "Headless Chromium with tests/served.py's flags: --disable-gpu, so WebGL "
                     "draws in software",
                     "items": args.items,
                     "classes": args.classes,
