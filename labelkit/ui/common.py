@@ -1,4 +1,5 @@
-"""What every page shares: messages that outlive the rerun of a callback, and user text as text."""
+"""What every page shares: messages that outlive the rerun of a callback, user text as text, and
+undoing the session's last step."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 from typing import Literal
 
 import streamlit as st
+
+from labelkit.store import AnnotationInfo, Store, StoreError, UndoConflictError
 
 Kind = Literal["success", "info", "warning", "error"]
 _FLASH = "flash"
@@ -28,3 +31,19 @@ def show_flash() -> None:
 def plain(text: str) -> str:
     """``text`` escaped for widget labels, which Streamlit renders as Markdown."""
     return _MARKDOWN.sub(r"\\\1", text)
+
+
+def undo_last(store: Store, stack: str) -> list[AnnotationInfo] | None:
+    """Undo the last step on the session's undo stack ``st.session_state[stack]`` (lists of the
+    annotation ids one action wrote); None when it could not be undone, with the reason flashed."""
+    step = st.session_state[stack].pop()
+    try:
+        return store.undo_many(list(reversed(step)), annotator=st.session_state["annotator"])
+    except UndoConflictError as error:
+        # Someone labelled one of the items again: the step can never be undone now; dropping it
+        # keeps the steps before it reachable.
+        flash("warning", str(error))
+    except StoreError as error:
+        st.session_state[stack].append(step)
+        flash("error", str(error))
+    return None

@@ -15,10 +15,10 @@ from streamlit.delta_generator import DeltaGenerator
 from labelkit import images
 from labelkit.queue import QUEUE_ORDERS, new_start_key, queue_order
 from labelkit.queue import reason as queue_reason
-from labelkit.store import ClassInfo, QueueFilter, Store, StoreError, UndoConflictError
+from labelkit.store import ClassInfo, QueueFilter, Store, StoreError
 from labelkit.store.schema import SOURCES
 from labelkit.ui import resources
-from labelkit.ui.common import flash, plain, show_flash
+from labelkit.ui.common import flash, plain, show_flash, undo_last
 
 DEFAULT_ORDER = "margin"
 # A grid page is labelled as one batch: ranked by uncertainty alone it would hold near-copies of
@@ -64,17 +64,8 @@ def _skip(item_id: int) -> None:
 
 
 def _undo(store: Store) -> None:
-    step = state["label_undo"].pop()
-    try:
-        reverted = store.undo_many(list(reversed(step)), annotator=state["annotator"])
-    except UndoConflictError as error:
-        # The step can never be undone now (someone labelled the item again); drop it so the
-        # steps before it stay reachable.
-        flash("warning", str(error))
-        return
-    except StoreError as error:
-        state["label_undo"].append(step)
-        flash("error", str(error))
+    reverted = undo_last(store, "label_undo")
+    if not reverted:
         return
     items = {a.item_id for a in reverted}
     state["label_seen"] = [i for i in state["label_seen"] if i not in items]

@@ -19,10 +19,10 @@ from streamlit.delta_generator import DeltaGenerator
 
 from labelkit import images
 from labelkit.review import pseudo_label_candidates, suspect_labels
-from labelkit.store import Store, StoreError, UndoConflictError
+from labelkit.store import Store, StoreError
 from labelkit.store.versions import VersionInfo
 from labelkit.ui import resources
-from labelkit.ui.common import flash, plain, show_flash
+from labelkit.ui.common import flash, plain, show_flash, undo_last
 
 GRID_COLUMNS = 6
 GRID_SIZES = (24, 36, 48)
@@ -138,16 +138,8 @@ def _reject(store: Store, item_ids: Sequence[int]) -> None:
 
 
 def _undo(store: Store) -> None:
-    step = state["review_undo"].pop()
-    try:
-        reverted = store.undo_many(list(reversed(step)), annotator=state["annotator"])
-    except UndoConflictError as error:
-        # Someone labelled one of the items again; that step can never be undone now.
-        flash("warning", str(error))
-        return
-    except StoreError as error:
-        state["review_undo"].append(step)
-        flash("error", str(error))
+    reverted = undo_last(store, "review_undo")
+    if reverted is None:
         return
     flash("success", f"Undone: {len(reverted)} pseudo-label(s) removed.")
 
