@@ -1,6 +1,6 @@
 """Screenshot of the Explore page (map and round-trip heatmap) for the docs, from a real round.
 
-    python benchmarks/screenshot_explore.py --out docs/explore.png
+    python -m benchmarks.screenshot_explore --out docs/explore.png   (from the repository root)
 
 Builds a digits workspace, labels ``--labels`` items from their file names, trains two short rounds
 in-process, computes the real UMAP maps, serves the app and photographs the Explore page in

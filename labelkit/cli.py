@@ -312,6 +312,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if spec is None or spec.loader is None:
         raise CliError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
+    # Benchmarks import helpers of their checkout (``tests.served``, ``benchmarks.bench_ssl``):
+    # its root must be importable wherever the command is run from.
+    root = str(BENCHMARKS.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
     spec.loader.exec_module(module)
     # argparse names the program after sys.argv[0]: the script's usage and errors then show the
     # command that was typed instead of `labelkit` or the test runner.

@@ -162,6 +162,24 @@ def test_bench_help_is_the_benchmark_s_own_help(capsys) -> None:
     assert "--strategy" in out and "--budget" in out
 
 
+def test_bench_runs_benchmarks_that_import_the_checkout_s_test_helpers_from_any_folder(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    # A fresh process started elsewhere: nothing puts the repository root on sys.path but the command.
+    done = subprocess.run(
+        [sys.executable, "-m", "labelkit", "bench", "explore_page", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: labelkit bench explore_page")
+
+
 def test_bench_store_runs_with_tiny_sizes_and_writes_its_json(tmp_path: Path) -> None:
     out = tmp_path / "store.json"
     args = ["--items", "40", "--labels", "3", "--import-images", "4", "--json", str(out)]
