@@ -10,7 +10,6 @@ first page that asks.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
+
+from labelkit.atomic import write_atomically
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -90,15 +91,6 @@ def embed_2d(
     return coords
 
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _cached_projection(folder: Path) -> pd.DataFrame | None:
     coords_path, ids_path = folder / UMAP_FILE, folder / UMAP_IDS_FILE
     if not (coords_path.exists() and ids_path.exists()):
@@ -130,8 +122,8 @@ def projection(
     embeddings = np.load(folder / "embeddings.npy", mmap_mode="r")
     coords = embed_2d(embeddings, sample=sample, seed=seed, progress=progress)
     # the coordinates are written last: a reader that finds them finds their ids too
-    _save_atomically(folder / UMAP_IDS_FILE, item_ids.astype(np.int64))
-    _save_atomically(folder / UMAP_FILE, coords)
+    write_atomically(folder / UMAP_IDS_FILE, lambda f: np.save(f, item_ids.astype(np.int64)), durable=True)
+    write_atomically(folder / UMAP_FILE, lambda f: np.save(f, coords), durable=True)
     return pd.DataFrame({"item_id": item_ids.astype(np.int64), "x": coords[:, 0], "y": coords[:, 1]})
 
 

@@ -30,11 +30,12 @@ import zipfile
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
+from labelkit.atomic import write_atomically
 from labelkit.store import Store
 
 if TYPE_CHECKING:
@@ -85,16 +86,16 @@ def labels_table(
 
 
 def _write_table(table: pd.DataFrame, path: Path, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if fmt == "csv":
-        table.to_csv(tmp, index=False)
-    elif fmt == "json":
-        tmp.write_text(json.dumps(table.to_dict(orient="records"), indent=1, default=str), encoding="utf-8")
-    elif fmt == "parquet":
-        table.to_parquet(tmp, index=False)
-    else:
+    writers: dict[str, Callable[[BinaryIO], object]] = {
+        "csv": lambda handle: table.to_csv(handle, index=False),
+        "json": lambda handle: handle.write(
+            json.dumps(table.to_dict(orient="records"), indent=1, default=str).encode("utf-8")
+        ),
+        "parquet": lambda handle: table.to_parquet(handle, index=False),
+    }
+    if fmt not in writers:
         raise ValueError(f"unknown table format {fmt!r}")
-    os.replace(tmp, path)
+    write_atomically(path, writers[fmt], durable=False)
 
 
 def write_labels(store: Store, out: str | os.PathLike[str], *, fmt: str) -> int:

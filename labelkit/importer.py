@@ -21,10 +21,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import pandas as pd
 
 from labelkit import images
+from labelkit.atomic import write_atomically
 from labelkit.store import NewItem, NotFoundError, Store, StoreError
 
 LABEL_MODES = ("none", "folders", "csv")
@@ -358,16 +360,13 @@ def _save(
     )
 
 
-def _write_once(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
+def _write_once(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Content-addressed: a file already there is the same bytes. Written under a temporary name
     and renamed, so a crash never leaves a half-written image behind the item's name."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        write(handle)
-    os.replace(tmp, path)
+    write_atomically(path, write, durable=False)
 
 
 def _apply_labels(

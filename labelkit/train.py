@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from labelkit.atomic import write_atomically
 from labelkit.augment import Augmenter, channel_stats
 from labelkit.config import TrainConfig
 from labelkit.datasets import WorkspaceArrays
@@ -218,12 +218,7 @@ def evaluate(
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a crash leaves either the previous checkpoint or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, lambda handle: torch.save(state, handle), durable=True)
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
