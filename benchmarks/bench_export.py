@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from labelkit.datasets import load_mnist
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.export import export_bundle, export_zip
 from labelkit.predict import BACKENDS, load_bundle, predict_files
 from labelkit.store import Store
@@ -42,7 +42,7 @@ def build(store: Store, data_root: str, items: int, labels: int) -> dict[str, fl
     t1 = time.perf_counter()
     _, truth = load_mnist(data_root)
     table = store.item_table().head(labels)
-    digits = [truth[int(name.split("-")[1].split(".")[0])] for name in table["original_name"]]
+    digits = [truth[source_index(name)] for name in table["original_name"]]
     for digit in sorted(set(digits)):
         ids = [int(i) for i, d in zip(table["item_id"], digits, strict=True) if d == digit]
         store.label_many(ids, store.class_by_name(str(digit)).id, annotator="bench")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from labelkit.datasets import load_digits
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.store import QueueFilter, Store
 from labelkit.workspace import Workspace
 
@@ -38,7 +38,7 @@ def _oracle_labels(store: Store, n: int) -> None:
     _, truth = load_digits()
     table = store.item_table()
     for row in table[table["class_id"].isna()].head(n).itertuples():
-        digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+        digit = truth[source_index(row.original_name)]
         store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="oracle")
 
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from labelkit.datasets import load_digits
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.explore import ensure_projection
 from labelkit.store import Store
 from labelkit.worker import WorkerSettings, run_round
@@ -40,7 +40,7 @@ def build(root: Path, *, items: int, labels: int) -> Workspace:
         for n, row in enumerate(table.itertuples()):
             if n >= labels:
                 break
-            digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+            digit = truth[source_index(row.original_name)]
             store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="docs")
         for steps in (ROUND["steps"] // 3, ROUND["steps"]):
             job_id = store.jobs.enqueue("train", {"config": {**ROUND, "steps": steps}, "image_size": 16})

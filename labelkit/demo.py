@@ -18,6 +18,7 @@ from labelkit.store import Store
 
 DATASETS = ("digits", "mnist")
 DIGIT_CLASSES = [str(d) for d in range(10)]
+NAME = "{prefix}-{index:05d}.png"  # the index is the image's position in its source dataset
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -56,5 +57,11 @@ def build_demo(
             raise ValueError(f"limit must be at least 1, got {limit}")
         images = images[:limit]
     store.ensure_classes(DIGIT_CLASSES)
-    uploads = ((f"{prefix}-{i:05d}.png", _png(image[0])) for i, image in enumerate(images))
+    uploads = ((NAME.format(prefix=prefix, index=i), _png(image[0])) for i, image in enumerate(images))
     return import_uploads(store, list(uploads), progress=progress)
+
+
+def source_index(original_name: str) -> int:
+    """Position in its source dataset of a demo image, from the name ``build_demo`` gave it
+    (``digit-00042.png`` → 42): how a simulated expert looks up the true class."""
+    return int(original_name.split("-")[1].split(".")[0])

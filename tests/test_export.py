@@ -19,7 +19,7 @@ import torch
 from labelkit import __version__, cli
 from labelkit import export as export_module
 from labelkit.datasets import load_digits, load_workspace
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.export import ExportError, data_fingerprint, export_bundle, export_zip
 from labelkit.models import build_model
 from labelkit.store import Store
@@ -40,7 +40,7 @@ def trained_workspace(root: Path) -> tuple[Store, int]:
     _, truth = load_digits()
     sources = [source for source, n in SOURCES.items() for _ in range(n)]
     for row, source in zip(store.item_table().itertuples(), sources, strict=False):
-        digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+        digit = truth[source_index(row.original_name)]
         store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="t", source=source)
     store.jobs.enqueue("train", {"config": TINY, "image_size": 16})
     job = store.jobs.claim("test")

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from labelkit import explore
 from labelkit.datasets import load_digits
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.store import Store
 from labelkit.worker import WorkerSettings, run_round
 from labelkit.workspace import Workspace
@@ -56,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
         build_demo(store, limit=60)
         _, truth = load_digits()
         for row in store.item_table().head(24).itertuples():
-            digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+            digit = truth[source_index(row.original_name)]
             store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="t")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(explore, "make_reducer", lambda n_fit, seed: FirstTwoCoordinates())

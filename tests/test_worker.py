@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelkit.demo import build_demo
+from labelkit.demo import build_demo, source_index
 from labelkit.store import Store
 from labelkit.store.jobs import LeaseHeldError
 from labelkit.worker import (
@@ -39,7 +39,7 @@ def _labelled_demo(store: Store, n: int = 60, labels: int = 24) -> None:
     build_demo(store, limit=n)
     _, truth = load_digits()
     for row in store.item_table().head(labels).itertuples():
-        digit = truth[int(row.original_name.split("-")[1].split(".")[0])]
+        digit = truth[source_index(row.original_name)]
         store.label(int(row.item_id), store.class_by_name(str(digit)).id, annotator="t")
 
 
