@@ -35,6 +35,7 @@ import torch
 
 from labelkit.config import TrainConfig
 from labelkit.datasets import WorkspaceArrays, load_workspace
+from labelkit.ssl.association import AssociationConfig
 from labelkit.store import Store
 from labelkit.store.jobs import JobInfo, LeaseHeldError
 from labelkit.train import TrainData, predict, train
@@ -43,7 +44,9 @@ from labelkit.workspace import Workspace
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ROUND_TRIP_SAMPLE = 2_000  # unlabelled items in the round-trip statistics (keeps it O(1 s))
 COLD_START_CHECK_S = 30.0  # seconds between the idle worker's looks for new imports to embed
-ROUND_TRIP_SCALE = 10.0  # inverse temperature on unit embeddings, as the association method's default
+# The inverse temperature on unit embeddings that the association method trains with by default,
+# so the round trip drawn is the walk its loss sees.
+ROUND_TRIP_SCALE = AssociationConfig.scale
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from labelkit.explore import (
 )
 from labelkit.store import Store
 from labelkit.store.versions import VersionInfo
+from labelkit.worker import ROUND_TRIP_SCALE
 from tests.uitools import add_png_items
 
 
@@ -39,11 +40,12 @@ def _two_blobs(n: int, rng: np.random.Generator, noise: float = 0.05) -> tuple[n
 
 # ------------------------------------------------------------------------------- round trip
 def test_round_trip_of_two_orthogonal_items_matches_the_softmax_by_hand() -> None:
-    # a = 10·[e1, e2], b = [e1, e2]: M = [[10, 0], [0, 10]], so P^{ab} = P^{ba} = [[s, 1-s], [1-s, s]]
-    # with s = e^10 / (e^10 + 1), and P^{aba} = [[s² + (1-s)², 2s(1-s)], [2s(1-s), s² + (1-s)²]].
+    # With k = ROUND_TRIP_SCALE, a = k·[e1, e2], b = [e1, e2]: M = [[k, 0], [0, k]], so
+    # P^{ab} = P^{ba} = [[s, 1-s], [1-s, s]] with s = e^k / (e^k + 1), and
+    # P^{aba} = [[s² + (1-s)², 2s(1-s)], [2s(1-s), s² + (1-s)²]].
     e = np.eye(2)
     items = round_trip_items(e, np.array([0, 1]), e, per_class=5, seed=0)
-    s = 1 / (1 + math.exp(-10))
+    s = 1 / (1 + math.exp(-ROUND_TRIP_SCALE))
     stay, leave = s * s + (1 - s) ** 2, 2 * s * (1 - s)
     assert items.p_aba == pytest.approx(np.array([[stay, leave], [leave, stay]]), abs=1e-12)
     assert items.rows.tolist() == [0, 1] and items.labels.tolist() == [0, 1]
@@ -54,7 +56,10 @@ def test_separated_classes_give_a_near_identity_round_trip_and_mixed_labels_do_n
     emb_a, labels = _two_blobs(10, rng)
     emb_b, _ = _two_blobs(20, rng)
     separated = class_round_trip(round_trip_items(emb_a, labels, emb_b, per_class=10, seed=0), 2)
-    assert separated == pytest.approx(np.eye(2), abs=0.01)
+    # orthogonal classes, cosine ≈ 1 within and ≈ 0 across: each step stays with s = e^k / (e^k + 1)
+    # (k = ROUND_TRIP_SCALE), a round trip with s² + (1 - s)² (0.987 at k = 5)
+    s = 1 / (1 + math.exp(-ROUND_TRIP_SCALE))
+    assert separated == pytest.approx(np.eye(2), abs=1.5 * (1 - s * s - (1 - s) ** 2))
     # the same points with labels that ignore the clusters: half of every walk ends in the other class
     shuffled = rng.permutation(labels)
     mixed = class_round_trip(round_trip_items(emb_a, shuffled, emb_b, per_class=10, seed=0), 2)
@@ -88,7 +93,7 @@ def test_round_trip_items_samples_per_class_sorted_by_class_and_repeatably() -> 
 
 def test_visit_distribution_shows_the_walker_staying_near_the_labelled_class() -> None:
     # both labelled items sit on e1: each row of P^{ab} is [s, 1-s] over b = [e1, e2]
-    s = 1 / (1 + math.exp(-10))
+    s = 1 / (1 + math.exp(-ROUND_TRIP_SCALE))
     visit = visit_distribution(np.array([[1.0, 0.0], [1.0, 0.0]]), np.eye(2), seed=0)
     assert visit == pytest.approx([s, 1 - s], abs=1e-12)
 

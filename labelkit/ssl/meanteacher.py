@@ -16,7 +16,13 @@ _CONSISTENCY = {"mse": consistency_mse, "kl": consistency_kl}
 
 @dataclass(frozen=True)
 class MeanTeacherConfig:
-    ema_decay: float = 0.999  # α of the teacher's EMA (paper: 0.999 after ramp-up)
+    # α of the teacher's EMA. The paper's 0.99 / 0.999 average over 100-1,000 steps of runs that
+    # last 10^5; labelkit's rounds last hundreds to a few thousand steps at a learning rate of 0.03,
+    # and a teacher that far behind the student misleads it. Digits, 2 labels per class, cnn_small,
+    # 500 steps, B = 16, μ = 4, mean of seeds 0-2: α = 0.999 0.741, 0.99 0.763, 0.98 / 0.95 / 0.9
+    # on seed 0 0.782 / 0.884 / 0.910; 0.95 over three seeds 0.892 at 500 steps and 0.946 (seed 0)
+    # at 2,000, against 0.799 supervised.
+    ema_decay: float = 0.95
     consistency: str = "mse"  # "mse" (the paper's choice) or "kl"
     # The paper's CIFAR-10 weight is 100 on Σ_c(·)²/C; our MSE has no 1/C, so 100/10 = 10.
     weight: float = 10.0
