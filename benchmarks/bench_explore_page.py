@@ -22,7 +22,9 @@ Then it times, in-process, what the page's Python does before the map is sent (`
 - plotly_js_loaded: Streamlit's plotly.js chunk (requested when the first chart arrives) downloaded;
 - browser_busy: seconds of main-thread long tasks (> 50 ms) between map_message and map (evaluating
   plotly.js, decoding the figure, plotly drawing).
-The whole Explore script is also timed without a browser (AppTest), to split server from browser.
+The whole Explore script is also timed without a browser (AppTest), to split server from browser,
+and the same map figure is timed in two floors: drawn by plotly.js alone in a static HTML page, and
+in a Streamlit page holding only that chart (``benchmarks/map_only_app.py``).
 The first run includes the server's first script run (imports, per-process caches); later runs are warm.
 """
 
@@ -173,8 +175,9 @@ def build_workspace(
     return workspace, version_id, seconds
 
 
-def python_side(workspace: Workspace, version_id: int) -> dict[str, Any]:
-    """Seconds the page's Python spends before ``st.plotly_chart`` sends the map, and the JSON size."""
+def python_side(workspace: Workspace, version_id: int) -> tuple[dict[str, Any], str]:
+    """Seconds the page's Python spends before ``st.plotly_chart`` sends the map and the JSON size;
+    and the map's figure as JSON."""
     store = Store.open(workspace)
     try:
         version = store.versions.get(version_id)
@@ -191,7 +194,7 @@ def python_side(workspace: Workspace, version_id: int) -> dict[str, Any]:
         text = fig.to_json()
         out["to_json_s"] = time.perf_counter() - started
         out["json_mb"] = len(text) / 1e6
-        return out
+        return out, text
     finally:
         store.close()
 
@@ -277,6 +280,70 @@ def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, flo
     return results
 
 
+PLOTLY_PAGE = """<!doctype html><html><body><div id="map" style="width:1300px"></div>
+<script src="plotly.min.js"></script>
+<script>fetch("figure.json").then(r => r.json()).then(f => Plotly.newPlot("map", f.data, f.layout));</script>
+</body></html>"""
+
+
+def _time_map(browser: Any, url: str, items: int) -> float:
+    """Seconds from ``page.goto(url)`` to the map drawn, in a fresh page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    try:
+        t0 = time.perf_counter()
+        page.goto(url)
+        return _seconds_until(page, MAP_DRAWN_JS, items, t0)
+    finally:
+        page.close()
+
+
+def floors(workspace: Workspace, figure_json: str, *, items: int, runs: int) -> dict[str, list[float]]:
+    """The same map figure drawn (a) by plotly.js alone in a static HTML page and (b) in a Streamlit
+    page holding only that chart (``benchmarks/map_only_app.py``): what plotly and Streamlit cost
+    before anything the Explore page adds. Seconds from ``page.goto`` to the map drawn, per run."""
+    import functools
+    import http.server
+    import threading
+
+    import plotly
+    from playwright.sync_api import sync_playwright
+
+    from tests.served import CHROMIUM, CHROMIUM_ARGS
+
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "figure.json").write_text(figure_json)
+        (folder / "index.html").write_text(PLOTLY_PAGE)
+        (folder / "plotly.min.js").write_bytes(
+            (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+        )
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=tmp))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+                out["plotly_alone_s"] = [_time_map(browser, url, items) for _ in range(runs)]
+                browser.close()
+        finally:
+            server.shutdown()
+        env = {"LABELKIT_BENCH_FIGURE": str(folder / "figure.json")}
+        with served_browser(workspace.root, script=REPO / "benchmarks" / "map_only_app.py", env=env) as (
+            base,
+            browser,
+        ):
+            out["map_only_page_s"] = [_time_map(browser, base, items) for _ in range(runs)]
+    for name, seconds in out.items():
+        print(f"floor: {name} " + ", ".join(f"{t:.2f} s" for t in seconds), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -302,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             real_map=args.real_map,
         )
         print("build: " + ", ".join(f"{k} {v:.1f} s" for k, v in build.items()), flush=True)
-        python = python_side(workspace, version_id)
+        python, figure_json = python_side(workspace, version_id)
         print(
             f"python: map_frame {python['map_frame_s']:.2f} s, map_figure {python['map_figure_s']:.2f} s, "
             f"to_json {python['to_json_s']:.2f} s ({python['json_mb']:.1f} MB)",
@@ -311,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         python["script_s"] = script_runs(workspace)
         print("python: whole Explore script (AppTest) " + ", ".join(f"{t:.2f} s" for t in python["script_s"]))
         runs = browse(workspace, items=args.items, runs=args.runs)
+        floor = floors(workspace, figure_json, items=args.items, runs=args.runs)
 
     columns = {
         "title_s": "title s",
@@ -330,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     warm = [r["map_s"] for r in runs[1:]]
     if warm:
         print(f"warm map visible: median {float(np.median(warm)):.2f} s (goal < 3 s)")
+    for name, label in (
+        ("plotly_alone_s", "plotly.js alone"),
+        ("map_only_page_s", "Streamlit page, map only"),
+    ):
+        print(f"{label}: median of warm runs {float(np.median(floor[name][1:] or floor[name])):.2f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
@@ -344,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                     "run 1 is the server's first script run, later runs are warm. python: the page's "
                     "map_frame / map_figure / to_json in-process and whole Explore script runs under AppTest (script_s). "
                     "Headless Chromium with tests/served.py's flags: --disable-gpu, so WebGL "
-                    "draws in software",
+                    "draws in software. floors: seconds from page.goto to the same map drawn by "
+                    "plotly.js alone in a static page (plotly_alone_s) and in a Streamlit page with "
+                    "only that chart (map_only_page_s, benchmarks/map_only_app.py)",
                     "items": args.items,
                     "classes": args.classes,
                     "labelled": labelled,
@@ -352,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                     "build_s": build,
                     "python": python,
                     "runs": runs,
+                    "floors": floor,
                     "cpu_count": os.cpu_count(),
                     "platform": platform.platform(),
                 },

@@ -246,13 +246,12 @@ def visit_distribution(emb_a: np.ndarray, emb_b: np.ndarray, *, seed: int) -> np
     """
     import torch
 
-    from labelkit.ssl.losses import association_probabilities
+    from labelkit.ssl.losses import walk_probabilities
     from labelkit.worker import ROUND_TRIP_SCALE
 
     a = torch.from_numpy(np.asarray(emb_a, dtype=np.float64)) * ROUND_TRIP_SCALE
     b = torch.from_numpy(_unlabelled_sample(emb_b, np.random.default_rng(seed)))
-    p_ab, _, _ = association_probabilities(a, b)
-    return p_ab.mean(0).numpy()
+    return walk_probabilities(a, b).mean(0).numpy()
 
 
 def version_embeddings(store: Store, version: VersionInfo, item_ids: Sequence[int]) -> np.ndarray:
@@ -402,9 +401,12 @@ def item_round_trip_figure(items: RoundTripItems, names: Sequence[str], *, title
         go.Heatmap(z=items.p_aba, colorscale="Viridis", hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>")
     )
     edges = np.flatnonzero(np.diff(items.labels)) + 0.5
-    for edge in edges:
-        fig.add_hline(y=edge, line={"color": "white", "width": 1})
-        fig.add_vline(x=edge, line={"color": "white", "width": 1})
+    # one horizontal and one vertical line per class boundary, across the whole plot; set at once:
+    # add_hline / add_vline re-validate every shape on each call (a second for ten classes)
+    line = {"type": "line", "line": {"color": "white", "width": 1}}
+    shapes = [
+        {**line, "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": e, "y1": e} for e in edges
+    ] + [{**line, "yref": "y domain", "y0": 0, "y1": 1, "xref": "x", "x0": e, "x1": e} for e in edges]
     starts = np.concatenate([[0], np.ceil(edges).astype(int)])
     ends = np.concatenate([np.ceil(edges).astype(int), [len(items.labels)]])
     ticks = ((starts + ends - 1) / 2).tolist()
@@ -416,5 +418,6 @@ def item_round_trip_figure(items: RoundTripItems, names: Sequence[str], *, title
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis=axis,
         yaxis={**axis, "autorange": "reversed"},
+        shapes=shapes,
     )
     return fig

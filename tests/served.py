@@ -19,7 +19,8 @@ from typing import Any
 from labelkit.workspace import ENV_WORKSPACE
 
 REPO = Path(__file__).resolve().parents[1]
-STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app.py"]
+STREAMLIT = [sys.executable, "-m", "streamlit", "run"]
+APP = REPO / "app.py"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -44,15 +45,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_app(workspace_root: Path, log: Path, *, start_timeout: float = 90) -> Iterator[str]:
-    """``streamlit run app.py`` headless on a free local port for the workspace; yields the base
-    URL once the health check answers, and stops the server on exit."""
+def served_app(
+    workspace_root: Path,
+    log: Path,
+    *,
+    script: Path = APP,
+    env: dict[str, str] | None = None,
+    start_timeout: float = 90,
+) -> Iterator[str]:
+    """``streamlit run`` of ``script`` (the app by default) headless on a free local port for the
+    workspace, with ``env`` added to the environment; yields the base URL once the health check
+    answers, and stops the server on exit."""
     port = free_port()
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [*STREAMLIT, "--server.port", str(port), "--server.headless", "true"],
+            [*STREAMLIT, str(script), "--server.port", str(port), "--server.headless", "true"],
             cwd=REPO,
-            env={**os.environ, ENV_WORKSPACE: str(workspace_root)},
+            env={**os.environ, ENV_WORKSPACE: str(workspace_root), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -70,13 +79,15 @@ def served_app(workspace_root: Path, log: Path, *, start_timeout: float = 90) ->
 
 
 @contextmanager
-def served_browser(workspace_root: Path) -> Iterator[tuple[str, Any]]:
-    """The served app (log in a temporary folder) and a headless chromium to open it in."""
+def served_browser(
+    workspace_root: Path, *, script: Path = APP, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """The served app (or ``script``; log in a temporary folder) and a headless chromium to open it in."""
     from playwright.sync_api import sync_playwright
 
     with (
         tempfile.TemporaryDirectory() as logs,
-        served_app(workspace_root, Path(logs) / "streamlit.log") as base,
+        served_app(workspace_root, Path(logs) / "streamlit.log", script=script, env=env) as base,
         sync_playwright() as p,
     ):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

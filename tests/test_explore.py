@@ -290,3 +290,16 @@ def test_map_figure_traces_map_back_to_item_ids_for_every_colouring(recorded) ->
     assert all(t.marker.coloraxis == "coloraxis" for t in by_entropy.data)
     with pytest.raises(ValueError, match="Human label"):
         map_figure(frame, "colour", ["a", "b"])
+
+
+def test_item_round_trip_figure_draws_class_boundaries_and_names_each_block() -> None:
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    items = RoundTripItems(rows=np.arange(6), labels=labels, p_aba=np.full((6, 6), 1 / 6))
+    fig = explore.item_round_trip_figure(items, ["salmon", "trout", "cod"], title="t")
+    horizontal = sorted(s.y0 for s in fig.layout.shapes if s.yref == "y")
+    vertical = sorted(s.x0 for s in fig.layout.shapes if s.xref == "x")
+    assert horizontal == vertical == [1.5, 4.5]  # between rows 1|2 and 4|5
+    # every line spans the plot along the other axis
+    assert all((s.x0, s.x1) == (0, 1) for s in fig.layout.shapes if s.yref == "y")
+    assert list(fig.layout.xaxis.tickvals) == [0.5, 3.0, 5.0]
+    assert list(fig.layout.yaxis.ticktext) == ["salmon", "trout", "cod"]

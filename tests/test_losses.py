@@ -149,6 +149,12 @@ def test_simmatch_in_loss_hand_value_and_no_gradient_into_bank_or_target() -> No
     assert emb_s.grad is not None and emb_s.grad.abs().sum() > 0
 
 
+def test_walk_probabilities_is_a_row_softmax_of_dot_products() -> None:
+    # a = [ln3, 0] against b = [e1, e2]: M = [[ln 3, 0]] → [3/4, 1/4]; a second row on e2 → [1/4, 3/4]
+    p = L.walk_probabilities(torch.tensor([[LN3, 0.0], [0.0, LN3]]), torch.eye(2))
+    close(p, [[0.75, 0.25], [0.25, 0.75]])
+
+
 def test_association_probabilities_hand_values() -> None:
     # A = I, B = ln3·I → M = ln3·I; P^{ab} = P^{ba} = [[3/4, 1/4], [1/4, 3/4]];
     # P^{aba} = [[9/16 + 1/16, 3/16 + 3/16], ...] = [[5/8, 3/8], [3/8, 5/8]]

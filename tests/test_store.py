@@ -94,6 +94,21 @@ def test_undo_several_steps_back_to_unlabelled(labelled) -> None:
     assert store.label_counts().empty
 
 
+def test_current_labels_follow_relabels_and_undos_and_match_the_item_table(labelled) -> None:
+    store, items, classes = labelled
+    assert store.current_labels().empty
+    store.label(items[3], classes[0], annotator="ana")
+    store.label(items[1], classes[0], annotator="ana")
+    store.label(items[1], classes[2], annotator="bo")  # relabelled
+    undone = store.label(items[5], classes[1], annotator="ana")
+    store.undo(undone.id, annotator="ana")  # back to unlabelled
+    current = store.current_labels()
+    assert current.to_dict("list") == {"item_id": [items[1], items[3]], "class_id": [classes[2], classes[0]]}
+    table = store.item_table()
+    labelled_rows = table.loc[table["class_id"].notna(), ["item_id", "class_id"]].astype("int64")
+    assert current.equals(labelled_rows.reset_index(drop=True))
+
+
 def test_undo_refuses_when_someone_labelled_the_item_since(labelled) -> None:
     store, items, classes = labelled
     mine = store.label(items[0], classes[0], annotator="ana")

@@ -173,15 +173,21 @@ def simmatch_in_loss(q_hat_w: Tensor, emb_s: Tensor, bank: Tensor, t: float) -> 
 # --- Learning by Association (Haeusser, Mordvintsev & Cremers, CVPR 2017) ------------------------------
 
 
+def walk_probabilities(a: Tensor, b: Tensor) -> Tensor:
+    """Haeusser et al. 2017, Eq. 1-2: M = A Bᵀ, P^{ab} = softmax_rows(M): one step of the walk from
+    each row of ``a`` (N, D) to the rows of ``b`` (M, D). → (N, M), every row a distribution."""
+    return F.softmax(a @ b.T, dim=1)
+
+
 def association_probabilities(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Haeusser et al. 2017, Eq. 1-3: M = A Bᵀ, P^{ab} = softmax_rows(M), P^{ba} = softmax_rows(Mᵀ), P^{aba} = P^{ab} P^{ba}.
+    """Haeusser et al. 2017, Eq. 1-3: P^{ab}, P^{ba} (``walk_probabilities`` both ways) and the round
+    trip P^{aba} = P^{ab} P^{ba}.
 
     ``a`` (N, D) labelled and ``b`` (M, D) unlabelled embeddings. → (N, M), (M, N), (N, N); every row
     is a probability distribution (a random walk's transition probabilities).
     """
-    m = a @ b.T
-    p_ab = F.softmax(m, dim=1)
-    p_ba = F.softmax(m.T, dim=1)
+    p_ab = walk_probabilities(a, b)
+    p_ba = walk_probabilities(b, a)
     return p_ab, p_ba, p_ab @ p_ba
 
 

@@ -626,6 +626,13 @@ class Store:
                 row.item_id, row.class_id, row.source, row.annotation_id, row.annotator, row.updated_at
             )
 
+    def current_labels(self) -> pd.DataFrame:
+        """item_id and class_id of every item with a current label, by item id: the label table
+        alone, for pages that need the labels of a large workspace without its item table."""
+        query = select(CurrentLabel.item_id, CurrentLabel.class_id).order_by(CurrentLabel.item_id)
+        with self.read() as s:
+            return pd.DataFrame(s.execute(query).all(), columns=["item_id", "class_id"], dtype="int64")
+
     def last_annotation_id(self) -> int:
         """Id of the newest annotation (0 if none): the worker counts new labels from it."""
         with self.read() as s:

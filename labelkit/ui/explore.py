@@ -91,8 +91,14 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
     frame = _cached_frame(*key, store)
     color_by = st.selectbox("Colour by", list(explore.COLOR_BY), key="explore_color")
     fig, point_ids = _cached_figure(*key, color_by, frame)
-    st.caption("Diamonds are labelled items, circles unlabelled. Draw a lasso or a box to select items.")
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box"), key="explore_map")
+    st.caption(
+        "Diamonds are labelled items, circles unlabelled. Hover for a file name; click a point to see its "
+        "image, or draw a lasso or a box to select many."
+    )
+    # plotly hover labels cannot show images: a click selects the point and the grid below shows it
+    event = st.plotly_chart(
+        fig, on_select="rerun", selection_mode=("points", "lasso", "box"), key="explore_map"
+    )
     _selection(store, frame, selected_item_ids(event, point_ids))
     return frame
 
@@ -143,8 +149,7 @@ def _walks(
 def _compared_labels(store: Store, versions: list[VersionInfo]) -> tuple[pd.DataFrame, list[int]]:
     """Items labelled now that every compared version embedded, of classes every version knows, so
     that both heatmaps show the same rows; and those classes in the first version's order."""
-    table = store.item_table()
-    labelled = table.loc[table["class_id"].notna(), ["item_id", "class_id"]].astype({"class_id": int})
+    labelled = store.current_labels()
     shared = set.intersection(*({int(c["id"]) for c in v.classes} for v in versions))
     for v in versions:
         present = np.load(store.workspace.path(v.path) / "item_ids.npy")
