@@ -10,6 +10,7 @@ first page that asks.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ UMAP_IDS_FILE = "umap_item_ids.npy"
 # the others with ``transform`` (linear, and the map looks the same at plotting resolution).
 DEFAULT_SAMPLE = 50_000
 TRANSFORM_CHUNK = 10_000  # rows per ``transform`` call, so the progress bar moves
+# Above this many items the Explore page opens the map as an image (``map_image``): plotly.js takes
+# seconds to draw tens of thousands of WebGL points (benchmarks/bench_explore_page.py), an image
+# shows at once; the interactive map is a toggle away.
+INTERACTIVE_ITEMS = 20_000
 UNLABELLED = "unlabelled"
 NOT_HELD_OUT = "not held out"
 COLOR_BY = {
@@ -270,6 +275,107 @@ def _palette(n: int) -> list[str]:
     return [colours[i % len(colours)] for i in range(n)]
 
 
+def _colour_groups(
+    frame: pd.DataFrame, column: str, names: Sequence[str]
+) -> tuple[pd.Series, list[str], list[str]]:
+    """For a categorical colouring: each row's group, the groups in legend order and their colours."""
+    if column == "holdout":
+        groups = frame["correct"].map({True: "correct", False: "wrong"}).fillna(NOT_HELD_OUT)
+        return groups, ["correct", "wrong", NOT_HELD_OUT], ["#2ca02c", "#d62728", _GREY]
+    return frame[column].fillna(UNLABELLED), [*names, UNLABELLED], [*_palette(len(names)), _GREY]
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    """'#rrggbb' or 'rgb(r, g, b)' (plotly's two colour spellings) → (r, g, b)."""
+    if colour.startswith("#"):
+        return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+    r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : colour.index(")")].split(","))
+    return r, g, b
+
+
+# Marker footprints as pixel offsets: a 3 × 3 square for unlabelled items, a diamond of radius 3 for
+# labelled ones, as the interactive map draws circles and diamonds.
+_DOT = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+_DIAMOND = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if abs(dy) + abs(dx) <= 3]
+_LEGEND_WIDTH = 190
+
+
+def map_image(
+    frame: pd.DataFrame, color_by: str, names: Sequence[str], *, width: int = 1200, height: int = 620
+) -> bytes:
+    """The map of ``map_frame`` rows as a PNG, every point in the colour ``map_figure`` gives it,
+    with a legend (or colour bar) on the right.
+
+    A browser shows this at once for any number of points, where plotly.js takes seconds to draw
+    tens of thousands. Unlabelled items are drawn first, labelled ones (larger) on top; within each,
+    in a fixed shuffled order, so no class hides another by drawing last.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}, got {color_by!r}")
+    if width <= _LEGEND_WIDTH + 40 or height < 100:
+        raise ValueError(f"the map image needs width > {_LEGEND_WIDTH + 40} and height ≥ 100 pixels")
+    column = COLOR_BY[color_by]
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    legend: list[tuple[str, tuple[int, int, int]]] = []
+    if column in _CONTINUOUS:
+        import plotly.colors
+
+        values = frame[column].to_numpy(dtype=float)
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        lut = np.array([_rgb(c) for c in plotly.colors.sample_colorscale("Viridis", np.linspace(0, 1, 256))])
+        scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        rgb = lut[np.rint(np.nan_to_num(scaled) * 255).astype(int)]
+    else:
+        groups, order, colours = _colour_groups(frame, column, names)
+        table = {g: _rgb(c) for g, c in zip(order, colours, strict=True)}
+        rgb = np.array([table[g] for g in groups], dtype=np.int64).reshape(-1, 3)
+        present = set(groups)
+        legend = [(g, table[g]) for g in order if g in present]
+
+    # data → pixels, with a margin so the footprints stay inside the plot area
+    margin, plot_width = 8, width - _LEGEND_WIDTH
+    x, y = frame["x"].to_numpy(dtype=float), frame["y"].to_numpy(dtype=float)
+
+    def pixels(v: np.ndarray, size: int) -> np.ndarray:
+        span = float(v.max() - v.min()) or 1.0
+        return np.rint(margin + (v - v.min()) / span * (size - 1 - 2 * margin)).astype(int)
+
+    px_, py_ = pixels(x, plot_width), (height - 1) - pixels(y, height)
+    labelled = frame["labelled"].to_numpy(dtype=bool)
+    shuffled = np.random.default_rng(0).permutation(len(frame))
+    for layer, footprint in ((~labelled, _DOT), (labelled, _DIAMOND)):
+        rows = shuffled[layer[shuffled]]
+        for dy, dx in footprint:
+            canvas[py_[rows] + dy, px_[rows] + dx] = rgb[rows]
+
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    left = plot_width + 12
+    if column in _CONTINUOUS:
+        bar = np.repeat(lut[::-1].astype(np.uint8)[:, None, :], 16, axis=1)  # high values on top
+        image.paste(Image.fromarray(bar), (left, 40))
+        draw.text((left, 14), column, fill=(0, 0, 0), font=font)
+        draw.text((left + 22, 40), f"{high:.2f}", fill=(0, 0, 0), font=font)
+        draw.text((left + 22, 40 + 256 - 14), f"{low:.2f}", fill=(0, 0, 0), font=font)
+    else:
+        rows_fit = (height - 20) // 20
+        shown = legend if len(legend) <= rows_fit else legend[: rows_fit - 1]
+        for n, (group, colour) in enumerate(shown):
+            top = 10 + 20 * n
+            draw.rectangle((left, top + 2, left + 11, top + 13), fill=colour)
+            draw.text((left + 18, top), str(group)[:22], fill=(0, 0, 0), font=font)
+        if len(shown) < len(legend):
+            draw.text(
+                (left, 10 + 20 * len(shown)), f"+ {len(legend) - len(shown)} more", fill=(0, 0, 0), font=font
+            )
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
 def map_figure(frame: pd.DataFrame, color_by: str, names: Sequence[str]) -> tuple[go.Figure, list[list[int]]]:
     """A Scattergl map of ``map_frame`` rows coloured by one of ``COLOR_BY``; labelled items are diamonds.
 
@@ -325,12 +431,7 @@ def map_figure(frame: pd.DataFrame, color_by: str, names: Sequence[str]) -> tupl
         add(frame, color_by, {})
         fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": column}}})
     else:
-        if column == "holdout":
-            groups = frame["correct"].map({True: "correct", False: "wrong"}).fillna(NOT_HELD_OUT)
-            order, colours = ["correct", "wrong", NOT_HELD_OUT], ["#2ca02c", "#d62728", _GREY]
-        else:
-            groups = frame[column].fillna(UNLABELLED)
-            order, colours = [*names, UNLABELLED], [*_palette(len(names)), _GREY]
+        groups, order, colours = _colour_groups(frame, column, names)
         for group, colour in zip(order, colours, strict=True):
             part = frame[groups == group]
             if len(part):

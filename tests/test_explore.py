@@ -3,6 +3,7 @@ and the map frame's joins (labels, predictions, held-out correctness)."""
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from labelkit.explore import (
     holdout_confusion,
     map_figure,
     map_frame,
+    map_image,
     per_class_accuracy,
     projection,
     round_trip_items,
@@ -303,3 +305,56 @@ def test_item_round_trip_figure_draws_class_boundaries_and_names_each_block() ->
     assert all((s.x0, s.x1) == (0, 1) for s in fig.layout.shapes if s.yref == "y")
     assert list(fig.layout.xaxis.tickvals) == [0.5, 3.0, 5.0]
     assert list(fig.layout.yaxis.ticktext) == ["salmon", "trout", "cod"]
+
+
+def _three_points() -> pd.DataFrame:
+    # a labelled salmon and an unlabelled item on the same spot at (0, 0); one unlabelled at (10, 10)
+    return pd.DataFrame(
+        {
+            "x": [0.0, 0.0, 10.0],
+            "y": [0.0, 0.0, 10.0],
+            "labelled": [True, False, False],
+            "label": ["salmon", None, None],
+            "predicted": ["salmon", "salmon", "trout"],
+            "confidence": [0.2, 0.5, 0.9],
+            "entropy": [0.1, 0.1, 0.1],
+            "correct": [None, None, None],
+        }
+    )
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_map_image_draws_each_point_in_its_group_colour_with_labelled_items_on_top() -> None:
+    width, height = 600, 300
+    image = _pixels(
+        map_image(_three_points(), "Human label", ["salmon", "trout"], width=width, height=height)
+    )
+    assert image.shape == (height, width, 3)
+    salmon, grey = explore._palette(2)[0], explore._GREY
+    rgb = [explore._rgb(c) for c in (salmon, grey)]
+    # (0, 0) is the bottom-left corner of the plot area, 8 pixels in; (10, 10) the top-right one,
+    # the plot area being the image less the legend on the right
+    right = width - explore._LEGEND_WIDTH - 1 - 8
+    assert tuple(image[height - 1 - 8, 8]) == rgb[0]  # the labelled salmon hides the grey item under it
+    assert tuple(image[height - 1 - 8 - 3, 8]) == rgb[0]  # its diamond reaches 3 pixels up
+    assert tuple(image[8, right]) == rgb[1]  # the unlabelled item at (10, 10)
+    assert tuple(image[height // 2, width // 4]) == (255, 255, 255)  # nothing in between
+
+
+def test_map_image_colours_continuous_values_from_the_lowest_to_the_highest_viridis_colour() -> None:
+    import plotly.colors
+
+    low, high = (explore._rgb(c) for c in plotly.colors.sample_colorscale("Viridis", [0.0, 1.0]))
+    image = _pixels(map_image(_three_points(), "Confidence", ["salmon", "trout"], width=600, height=300))
+    assert tuple(image[300 - 1 - 8, 8]) == low  # confidence 0.2, the lowest, drawn on top as labelled
+    assert tuple(image[8, 600 - explore._LEGEND_WIDTH - 1 - 8]) == high  # 0.9, the highest
+
+
+def test_map_image_refuses_an_unknown_colouring() -> None:
+    with pytest.raises(ValueError, match="color_by must be one of"):
+        map_image(_three_points(), "Shoe size", ["salmon"])

@@ -85,6 +85,20 @@ def test_the_page_shows_the_map_round_trips_of_both_versions_and_diagnostics(mon
     assert any("Walker accuracy" in m.label for m in at.metric)
 
 
+def test_a_large_map_opens_as_an_image_and_the_toggle_makes_it_interactive(monkeypatch, trained) -> None:
+    monkeypatch.setattr(explore, "INTERACTIVE_ITEMS", 59)  # the workspace has 60 items
+    at = open_app(monkeypatch, trained, PAGE)
+    assert not at.exception
+    assert len(at.get("image")) == 1  # the map, as a PNG
+    assert len(at.get("plotly_chart")) == 6  # every chart but the map
+    for colour in explore.COLOR_BY:
+        at.selectbox(key="explore_color").select(colour).run()
+        assert not at.exception and len(at.get("image")) == 1
+    at.toggle(key="explore_interactive").set_value(True).run()
+    assert not at.exception
+    assert not at.get("image") and len(at.get("plotly_chart")) == 7
+
+
 def _select(at: AppTest, trace: int, rows: list[int]) -> None:
     """What a lasso on the map leaves in the chart's state (Streamlit 1.67's event shape)."""
     points = [{"curve_number": trace, "point_index": r} for r in rows]

@@ -71,6 +71,18 @@ def _cached_figure(
     return explore.map_figure(_frame, color_by, list(class_order))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _cached_image(
+    root: str,
+    version_id: int,
+    last_annotation: int,
+    class_order: tuple[str, ...],
+    color_by: str,
+    _frame: pd.DataFrame,
+) -> bytes:
+    return explore.map_image(_frame, color_by, list(class_order))
+
+
 def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFrame | None:
     st.subheader("Map of the embeddings")
     folder = store.workspace.path(version.path)
@@ -89,7 +101,18 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
     class_order = tuple(names[c["id"]] for c in version.classes)
     key = (str(store.workspace.root), version.id, store.last_annotation_id(), class_order)
     frame = _cached_frame(*key, store)
-    color_by = st.selectbox("Colour by", list(explore.COLOR_BY), key="explore_color")
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    color_by = left.selectbox("Colour by", list(explore.COLOR_BY), key="explore_color")
+    interactive = len(frame) <= explore.INTERACTIVE_ITEMS or right.toggle(
+        f"Interactive map: hover, click and lasso (drawing {len(frame):,} points takes a few seconds)",
+        key="explore_interactive",
+    )
+    if not interactive:
+        st.image(_cached_image(*key, color_by, frame), width="stretch")
+        st.caption(
+            "Diamonds are labelled items, squares unlabelled. Turn on the interactive map to select items."
+        )
+        return frame
     fig, point_ids = _cached_figure(*key, color_by, frame)
     st.caption(
         "Diamonds are labelled items, circles unlabelled. Hover for a file name; click a point to see its "
