@@ -61,9 +61,9 @@ MAP_DRAWN_JS = """(expected) => {
 }"""
 HEATMAP_DRAWN_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
   (plot) => !!plot.querySelector('.heatmaplayer .hm image'))"""
-# The map as an image (workspaces above explore.INTERACTIVE_ITEMS): the page's first image decoded.
+# The map as an image (workspaces above explore.INTERACTIVE_ITEMS), decoded.
 MAP_IMAGE_JS = """() => {
-  const img = document.querySelector('[data-testid="stImage"] img');
+  const img = document.querySelector('img[alt="Map of the embeddings"]');
   return !!img && img.complete && img.naturalWidth > 0;
 }"""
 IDLE_JS = """() => {

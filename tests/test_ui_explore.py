@@ -4,6 +4,8 @@ message to train first."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,14 +91,21 @@ def test_a_large_map_opens_as_an_image_and_the_toggle_makes_it_interactive(monke
     monkeypatch.setattr(explore, "INTERACTIVE_ITEMS", 59)  # the workspace has 60 items
     at = open_app(monkeypatch, trained, PAGE)
     assert not at.exception
-    assert len(at.get("image")) == 1  # the map, as a PNG
+    assert [png[:8] for png in _map_images(at)] == [b"\x89PNG\r\n\x1a\n"]  # the map, as an inline PNG
     assert len(at.get("plotly_chart")) == 6  # every chart but the map
     for colour in explore.COLOR_BY:
         at.selectbox(key="explore_color").select(colour).run()
-        assert not at.exception and len(at.get("image")) == 1
+        assert not at.exception and len(_map_images(at)) == 1
     at.toggle(key="explore_interactive").set_value(True).run()
     assert not at.exception
-    assert not at.get("image") and len(at.get("plotly_chart")) == 7
+    assert not _map_images(at) and len(at.get("plotly_chart")) == 7
+
+
+def _map_images(at: AppTest) -> list[bytes]:
+    """The PNGs the page shows inline as the map."""
+    html = "".join(h.value for h in at.html)
+    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="Map of the embeddings"', html)
+    return [base64.b64decode(data) for data in found]
 
 
 def _select(at: AppTest, trace: int, rows: list[int]) -> None:

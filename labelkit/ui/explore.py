@@ -3,6 +3,7 @@ learning-by-association round trip per class and per item for two versions, and 
 
 from __future__ import annotations
 
+import base64
 import os
 
 import numpy as np
@@ -17,6 +18,7 @@ from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash
 
 GRID_COLUMNS = 8
+MAP_ALT = "Map of the embeddings"
 GRID_LIMIT = 48
 PER_CLASS = 20  # labelled items per class in the per-item round-trip heatmap
 SEED = 0
@@ -108,7 +110,11 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
         key="explore_interactive",
     )
     if not interactive:
-        st.image(_cached_image(*key, color_by, frame), width="stretch")
+        # Inline in the page message rather than st.image's separate media request, which the
+        # browser fetched and decoded only after evaluating plotly.js for the charts further down
+        # (seconds here); st.image would also re-encode the PNG as a JPEG twice the size.
+        png = base64.b64encode(_cached_image(*key, color_by, frame)).decode()
+        st.html(f'<img src="data:image/png;base64,{png}" alt="{MAP_ALT}" style="width: 100%">')
         st.caption(
             "Diamonds are labelled items, squares unlabelled. Turn on the interactive map to select items."
         )
