@@ -58,10 +58,7 @@ def test_separated_classes_give_a_near_identity_round_trip_and_mixed_labels_do_n
     emb_a, labels = _two_blobs(10, rng)
     emb_b, _ = _two_blobs(20, rng)
     separated = class_round_trip(round_trip_items(emb_a, labels, emb_b, per_class=10, seed=0), 2)
-    # orthogonal classes, cosine ≈ 1 within and ≈ 0 across: each step stays with s = e^k / (e^k + 1)
-    # (k = ROUND_TRIP_SCALE), a round trip with s² + (1 - s)² (0.987 at k = 5)
-    s = 1 / (1 + math.exp(-ROUND_TRIP_SCALE))
-    assert separated == pytest.approx(np.eye(2), abs=1.5 * (1 - s * s - (1 - s) ** 2))
+    assert separated == pytest.approx(np.eye(2), abs=0.01)
     # the same points with labels that ignore the clusters: half of every walk ends in the other class
     shuffled = rng.permutation(labels)
     mixed = class_round_trip(round_trip_items(emb_a, shuffled, emb_b, per_class=10, seed=0), 2)
