@@ -62,8 +62,8 @@ MAP_DRAWN_JS = """(expected) => {
 HEATMAP_DRAWN_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].some(
   (plot) => !!plot.querySelector('.heatmaplayer .hm image'))"""
 # The map as an image (workspaces above explore.INTERACTIVE_ITEMS), decoded.
-MAP_IMAGE_JS = """() => {
-  const img = document.querySelector('img[alt="Map of the embeddings"]');
+MAP_IMAGE_JS = """(alt) => {
+  const img = document.querySelector(`img[alt="${alt}"]`);
   return !!img && img.complete && img.naturalWidth > 0;
 }"""
 IDLE_JS = """() => {
@@ -232,7 +232,10 @@ def browse(workspace: Workspace, *, items: int, runs: int) -> list[dict[str, flo
             page.goto(f"{base}/explore")
             page.get_by_role("heading", name="Explore").wait_for(timeout=TIMEOUT_MS)
             row = {"run": run + 1, "title_s": time.perf_counter() - t0}
-            row["map_s"] = _seconds_until(page, MAP_IMAGE_JS if as_image else MAP_DRAWN_JS, items, t0)
+            if as_image:
+                row["map_s"] = _seconds_until(page, MAP_IMAGE_JS, explore.MAP_ALT, t0)
+            else:
+                row["map_s"] = _seconds_until(page, MAP_DRAWN_JS, items, t0)
             row["heatmap_s"] = _seconds_until(page, HEATMAP_DRAWN_JS, None, t0)
             row["idle_s"] = _seconds_until(page, IDLE_JS, None, t0)
             row["interactive_s"] = row["map_s"]

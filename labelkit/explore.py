@@ -37,6 +37,7 @@ TRANSFORM_CHUNK = 10_000  # rows per ``transform`` call, so the progress bar mov
 # seconds to draw tens of thousands of WebGL points (benchmarks/bench_explore_page.py), an image
 # shows at once; the interactive map is a toggle away.
 INTERACTIVE_ITEMS = 20_000
+MAP_ALT = "Map of the embeddings"  # the map image's alt text (what screen readers and tests find)
 UNLABELLED = "unlabelled"
 NOT_HELD_OUT = "not held out"
 COLOR_BY = {

@@ -104,7 +104,7 @@ def test_a_large_map_opens_as_an_image_and_the_toggle_makes_it_interactive(monke
 def _map_images(at: AppTest) -> list[bytes]:
     """The PNGs the page shows inline as the map."""
     html = "".join(h.value for h in at.html)
-    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="Map of the embeddings"', html)
+    found = re.findall(rf'<img src="data:image/png;base64,([^"]+)" alt="{explore.MAP_ALT}"', html)
     return [base64.b64decode(data) for data in found]
 
 

@@ -18,7 +18,6 @@ from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash
 
 GRID_COLUMNS = 8
-MAP_ALT = "Map of the embeddings"
 GRID_LIMIT = 48
 PER_CLASS = 20  # labelled items per class in the per-item round-trip heatmap
 SEED = 0
@@ -114,7 +113,7 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
         # browser fetched and decoded only after evaluating plotly.js for the charts further down
         # (seconds here); st.image would also re-encode the PNG as a JPEG twice the size.
         png = base64.b64encode(_cached_image(*key, color_by, frame)).decode()
-        st.html(f'<img src="data:image/png;base64,{png}" alt="{MAP_ALT}" style="width: 100%">')
+        st.html(f'<img src="data:image/png;base64,{png}" alt="{explore.MAP_ALT}" style="width: 100%">')
         st.caption(
             "Diamonds are labelled items, squares unlabelled. Turn on the interactive map to select items."
         )
