@@ -23,7 +23,7 @@ from labelkit.ssl import (
     method_config,
 )
 from labelkit.ssl.ema import EMATeacher
-from labelkit.ssl.losses import association_probabilities, walker_loss
+from labelkit.ssl.losses import association_probabilities, visit_loss, walker_loss
 
 NUM_CLASSES, NUM_LABELED, FEAT_DIM = 3, 6, 8
 # An untrained 3-class model is never 95% sure, so thresholded methods would mask everything and
@@ -315,13 +315,21 @@ def test_simmatch_distribution_alignment_history_is_a_ring_of_batch_means() -> N
     torch.testing.assert_close(method.p_model_history, torch.stack([mean_p, mean_p]))
 
 
-def test_association_normalized_embeddings_are_scaled_before_the_walk() -> None:
-    method, student, _ = build("association", embedding="normalized", scale=5.0)
+@pytest.mark.parametrize("embedding", ["normalized", "features"])
+def test_association_walks_on_the_embeddings_it_is_configured_for(embedding: str) -> None:
+    # "normalized" (the default): unit embeddings, the labelled side scaled by the inverse
+    # temperature; "features": the raw pooled features as they are
+    method, student, _ = build("association", embedding=embedding, scale=3.0)
     batch = make_batch()
     out = forward(student, batch, method.views)
     result = method.step(batch, out, 0, student)
-    _, _, p_aba = association_probabilities(5.0 * out.emb_lb, out.emb_ulb_w)
+    if embedding == "normalized":
+        a, b = 3.0 * out.emb_lb, out.emb_ulb_w
+    else:
+        a, b = out.feat_lb, out.feat_ulb_w
+    p_ab, _, p_aba = association_probabilities(a, b)
     torch.testing.assert_close(result.terms["walker_loss"], walker_loss(p_aba, batch.y_lb))
+    torch.testing.assert_close(result.terms["visit_loss"], visit_loss(p_ab))
     assert 0.0 <= result.stats["pseudo_acc"].item() <= 1.0
 
 
