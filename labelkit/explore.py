@@ -288,10 +288,12 @@ def _colour_groups(
 
 def _rgb(colour: str) -> tuple[int, int, int]:
     """'#rrggbb' or 'rgb(r, g, b)' (plotly's two colour spellings) → (r, g, b)."""
+    import plotly.colors
+
     if colour.startswith("#"):
-        return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
-    r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : colour.index(")")].split(","))
-    return r, g, b
+        return plotly.colors.hex_to_rgb(colour)
+    r, g, b = plotly.colors.unlabel_rgb(colour)
+    return round(r), round(g), round(b)
 
 
 # Marker footprints as pixel offsets: a 3 × 3 square for unlabelled items, a diamond of radius 3 for

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -52,36 +53,27 @@ def _queue_selection(store: Store, item_ids: list[int]) -> None:
 
 # Reading the item table and the version's predictions and building a 60,000-point figure take
 # seconds; both only change with a new annotation or a renamed class, so reruns (a selection, a
-# colour change back) reuse them. Keys name the workspace: the cache is shared by every session.
+# colour change back) reuse them, keyed by what they depend on.
+class MapKey(NamedTuple):
+    root: str  # the workspace: the cache is shared by every session
+    version_id: int
+    last_annotation: int
+    class_order: tuple[str, ...]  # class names in the version's order
+
+
 @st.cache_data(max_entries=4, show_spinner=False)
-def _cached_frame(
-    root: str, version_id: int, last_annotation: int, class_order: tuple[str, ...], _store: Store
-) -> pd.DataFrame:
-    return explore.map_frame(_store, _store.versions.get(version_id))
+def _cached_frame(key: MapKey, _store: Store) -> pd.DataFrame:
+    return explore.map_frame(_store, _store.versions.get(key.version_id))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _cached_figure(
-    root: str,
-    version_id: int,
-    last_annotation: int,
-    class_order: tuple[str, ...],
-    color_by: str,
-    _frame: pd.DataFrame,
-) -> tuple[object, list[list[int]]]:
-    return explore.map_figure(_frame, color_by, list(class_order))
+def _cached_figure(key: MapKey, color_by: str, _frame: pd.DataFrame) -> tuple[object, list[list[int]]]:
+    return explore.map_figure(_frame, color_by, list(key.class_order))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _cached_image(
-    root: str,
-    version_id: int,
-    last_annotation: int,
-    class_order: tuple[str, ...],
-    color_by: str,
-    _frame: pd.DataFrame,
-) -> bytes:
-    return explore.map_image(_frame, color_by, list(class_order))
+def _cached_image(key: MapKey, color_by: str, _frame: pd.DataFrame) -> bytes:
+    return explore.map_image(_frame, color_by, list(key.class_order))
 
 
 def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFrame | None:
@@ -100,8 +92,8 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
             return None
         bar.empty()
     class_order = tuple(names[c["id"]] for c in version.classes)
-    key = (str(store.workspace.root), version.id, store.last_annotation_id(), class_order)
-    frame = _cached_frame(*key, store)
+    key = MapKey(str(store.workspace.root), version.id, store.last_annotation_id(), class_order)
+    frame = _cached_frame(key, store)
     left, right = st.columns([1, 2], vertical_alignment="bottom")
     color_by = left.selectbox("Colour by", list(explore.COLOR_BY), key="explore_color")
     interactive = len(frame) <= explore.INTERACTIVE_ITEMS or right.toggle(
@@ -112,13 +104,13 @@ def _map(store: Store, version: VersionInfo, names: dict[int, str]) -> pd.DataFr
         # Inline in the page message rather than st.image's separate media request, which the
         # browser fetched and decoded only after evaluating plotly.js for the charts further down
         # (seconds here); st.image would also re-encode the PNG as a JPEG twice the size.
-        png = base64.b64encode(_cached_image(*key, color_by, frame)).decode()
+        png = base64.b64encode(_cached_image(key, color_by, frame)).decode()
         st.html(f'<img src="data:image/png;base64,{png}" alt="{explore.MAP_ALT}" style="width: 100%">')
         st.caption(
             "Diamonds are labelled items, squares unlabelled. Turn on the interactive map to select items."
         )
         return frame
-    fig, point_ids = _cached_figure(*key, color_by, frame)
+    fig, point_ids = _cached_figure(key, color_by, frame)
     st.caption(
         "Diamonds are labelled items, circles unlabelled. Hover for a file name; click a point to see its "
         "image, or draw a lasso or a box to select many."
