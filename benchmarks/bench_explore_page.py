@@ -41,7 +41,7 @@ import numpy as np
 from labelkit import explore
 from labelkit.store import NewItem, Store
 from labelkit.workspace import ENV_WORKSPACE, Workspace
-from tests.served import served_browser
+from tests.served import chromium, served_browser
 from tests.uitools import add_model_version, png_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,9 +280,6 @@ def floors(workspace: Workspace, figure_json: str, *, items: int, runs: int) -> 
     import threading
 
     import plotly
-    from playwright.sync_api import sync_playwright
-
-    from tests.served import CHROMIUM, CHROMIUM_ARGS
 
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -300,11 +297,9 @@ def floors(workspace: Workspace, figure_json: str, *, items: int, runs: int) -> 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=tmp))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            with chromium() as browser:
                 url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
                 out["plotly_alone_s"] = [_time_map(browser, url, items) for _ in range(runs)]
-                browser.close()
         finally:
             server.shutdown()
         env = {"LABELKIT_BENCH_FIGURE": str(folder / "figure.json")}

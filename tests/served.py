@@ -79,22 +79,29 @@ def served_app(
 
 
 @contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless chromium driven by Playwright (never a downloaded browser), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
 def served_browser(
     workspace_root: Path, *, script: Path = APP, env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, Any]]:
     """The served app (or ``script``; log in a temporary folder) and a headless chromium to open it in."""
-    from playwright.sync_api import sync_playwright
-
     with (
         tempfile.TemporaryDirectory() as logs,
         served_app(workspace_root, Path(logs) / "streamlit.log", script=script, env=env) as base,
-        sync_playwright() as p,
+        chromium() as browser,
     ):
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield base, browser
-        finally:
-            browser.close()
+        yield base, browser
 
 
 def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

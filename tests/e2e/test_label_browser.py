@@ -11,7 +11,7 @@ import pytest
 
 from labelkit.store import Store
 from labelkit.workspace import Workspace
-from tests.served import CHROMIUM, CHROMIUM_ARGS, served_app
+from tests.served import CHROMIUM, chromium, served_app
 from tests.uitools import make_workspace
 
 LABEL_TIMEOUT_S = 30
@@ -41,25 +41,19 @@ def _labels_of_class(workspace: Workspace, class_name: str) -> list[int]:
 
 
 def test_pressing_1_on_the_label_page_stores_class_a(served: tuple[str, Workspace]) -> None:
-    from playwright.sync_api import sync_playwright
-
     base, workspace = served
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/label")
-            page.locator('[data-testid="stImage"] img').first.wait_for(state="visible", timeout=60_000)
-            annotator = page.get_by_label("Annotator")
-            if not annotator.input_value().strip():
-                annotator.fill("e2e")
-                annotator.press("Enter")
-            page.locator("body").press("1")
-            deadline = time.monotonic() + LABEL_TIMEOUT_S
-            while not _labels_of_class(workspace, "a"):
-                assert time.monotonic() < deadline, "no label of class a was stored after pressing 1"
-                time.sleep(0.5)
-            page.get_by_text("Saved ✓ a").wait_for(timeout=LABEL_TIMEOUT_S * 1000)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{base}/label")
+        page.locator('[data-testid="stImage"] img').first.wait_for(state="visible", timeout=60_000)
+        annotator = page.get_by_label("Annotator")
+        if not annotator.input_value().strip():
+            annotator.fill("e2e")
+            annotator.press("Enter")
+        page.locator("body").press("1")
+        deadline = time.monotonic() + LABEL_TIMEOUT_S
+        while not _labels_of_class(workspace, "a"):
+            assert time.monotonic() < deadline, "no label of class a was stored after pressing 1"
+            time.sleep(0.5)
+        page.get_by_text("Saved ✓ a").wait_for(timeout=LABEL_TIMEOUT_S * 1000)
     assert len(_labels_of_class(workspace, "a")) == 1
