@@ -65,11 +65,13 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
-        from labelkit.models import MODELS
+        from labelkit.models import MODELS, is_known
         from labelkit.ssl import method_class, method_config
 
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))}")
+        if not is_known(self.model):
+            raise ValueError(
+                f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))} or any timm model name"
+            )
         if not self.methods:
             raise ValueError("choose at least one SSL method")
         if len(set(self.methods)) != len(self.methods):

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labelkit.augment import normalize
+from labelkit.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from labelkit.backbones import Weights
 
 
 class ModelOutput(NamedTuple):
@@ -39,9 +43,13 @@ class Classifier(nn.Module):
         in_channels: int,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
+        head_on_embedding: bool = False,
     ) -> None:
         super().__init__()
         self.body = body
+        # The fast model's head reads the unit embedding (its feature-space methods work on
+        # cosine geometry); the deep rounds' classifier reads the raw pooled features.
+        self.head_on_embedding = head_on_embedding
         self.feature_dim = feature_dim
         self.embed_dim = feature_dim
         self.num_classes = num_classes
@@ -63,7 +71,8 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> ModelOutput:
         features = self.body(x)
         embedding = F.normalize(features.float(), dim=1)
-        return ModelOutput(self.classifier(features), embedding, features)
+        logits = self.classifier(embedding.to(features.dtype) if self.head_on_embedding else features)
+        return ModelOutput(logits, embedding, features)
 
 
 # ---------------------------------------------------------------- WideResNet-28-2 (FixMatch)
@@ -136,21 +145,15 @@ class _SmallCNNBody(nn.Module):
 
 
 # ---------------------------------------------------------------- torchvision ResNet-18
-RESNET18_CHECKPOINT = "resnet18-f37072fd.pth"  # the file torchvision's IMAGENET1K_V1 weights download to
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def _resnet18_weights(weights_path: str | Path | None) -> dict[str, Tensor] | None:
-    """ImageNet weights from ``weights_path`` or torch hub's cache; ``None`` when neither exists."""
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"resnet18 weights not found: {path}")
-    else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_CHECKPOINT
-        if not path.is_file():
-            return None
+    """torchvision ImageNet weights from ``weights_path``; ``None`` (trained from scratch) when no
+    file is named. Pretrained backbones found on their own are timm's (``labelkit.backbones``),
+    which refuse rather than fall back to random weights."""
+    if weights_path is None:
+        return None
+    path = Path(weights_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"resnet18 weights not found: {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -178,6 +181,19 @@ class _ResNet18Body(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+# ---------------------------------------------------------------- pixels
+class _PixelsBody(nn.Module):
+    """The normalised pixels themselves as features: the fast model's input for small grey images,
+    where a linear head on pixels is the baseline to beat (and ImageNet features do not help)."""
+
+    def __init__(self, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        self.out_dim = in_channels * image_size * image_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
 
 
 # ---------------------------------------------------------------- registry
@@ -214,7 +230,36 @@ def _resnet18(in_channels: int, image_size: int, weights_path: str | Path | None
     return _Body(body, body.out_dim, IMAGENET_MEAN, IMAGENET_STD)
 
 
-MODELS: dict[str, Builder] = {"wrn28_2": _wrn28_2, "cnn_small": _cnn_small, "resnet18": _resnet18}
+def _pixels(in_channels: int, image_size: int, weights_path: str | Path | None) -> _Body:
+    if weights_path is not None:
+        raise ValueError("pixels has no weights; leave weights_path unset")
+    body = _PixelsBody(in_channels, image_size)
+    return _Body(body, body.out_dim)
+
+
+MODELS: dict[str, Builder] = {
+    "wrn28_2": _wrn28_2,
+    "cnn_small": _cnn_small,
+    "resnet18": _resnet18,
+    "pixels": _pixels,
+}
+
+
+def is_known(name: str) -> bool:
+    """A labelkit model name or any model timm knows."""
+    from labelkit.backbones import is_timm_model
+
+    return name in MODELS or is_timm_model(name)
+
+
+def _timm(name: str, in_channels: int, pretrained: Weights | None) -> _Body:
+    from labelkit.backbones import body, feature_dim, preprocessing
+
+    net = body(name, in_channels=in_channels, weights=pretrained)
+    prep = preprocessing(name)
+    if in_channels != 3:
+        return _Body(net, feature_dim(net))
+    return _Body(net, feature_dim(net), prep["mean"], prep["std"])
 
 
 def build_model(
@@ -224,24 +269,29 @@ def build_model(
     in_channels: int,
     image_size: int,
     weights_path: str | Path | None = None,
+    pretrained: Weights | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    head_on_embedding: bool = False,
 ) -> Classifier:
-    """Build a backbone by name.
+    """Build a backbone by name: one of ``MODELS`` or any timm model (``pretrained``: its weights,
+    found by ``labelkit.backbones.resolve_weights``; ``None`` = random, e.g. before loading a
+    saved state).
 
     ``mean``/``std`` (per channel, in 0–1 units) normalise inputs; when not given, a pretrained
     model uses the statistics it was trained with and the others 0.5 / 0.25.
     """
-    try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}") from None
+    if not is_known(name):
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))} or any timm model name")
     if num_classes < 2 or in_channels < 1 or image_size < 8:
         raise ValueError(
             f"need num_classes ≥ 2, in_channels ≥ 1, image_size ≥ 8; got "
             f"{num_classes}, {in_channels}, {image_size}"
         )
-    body = builder(in_channels, image_size, weights_path)
+    if name in MODELS:
+        body = MODELS[name](in_channels, image_size, weights_path)
+    else:
+        body = _timm(name, in_channels, pretrained)
     return Classifier(
         body.net,
         body.feature_dim,
@@ -249,6 +299,7 @@ def build_model(
         in_channels=in_channels,
         mean=mean if mean is not None else body.mean,
         std=std if std is not None else body.std,
+        head_on_embedding=head_on_embedding,
     )
 
 
@@ -260,3 +311,40 @@ def load_matching(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fits, strict=False)
     return sorted(set(own) - set(fits))
+
+
+def from_checkpoint(checkpoint: Mapping[str, Any]) -> Classifier:
+    """The model a version's ``model.pt`` describes, in eval mode.
+
+    A deep round's checkpoint holds every tensor. A fast version's holds only its head and input
+    statistics (``kind == "fast"``) and names the pretrained weights its body is built from, which
+    must still be the same file (sha256) — a fast version is a head on frozen features.
+    """
+    from labelkit.backbones import Weights, WeightsNotFound, sha256_of
+
+    pretrained = None
+    spec = checkpoint.get("weights")
+    if checkpoint.get("kind") == "fast" and spec:
+        path = Path(spec["path"])
+        if not path.is_file() or sha256_of(path) != spec["sha256"]:
+            raise WeightsNotFound(
+                f"this fast model is a head on {checkpoint['config']['model']} with the weights "
+                f"{path} (sha256 {spec['sha256'][:12]}…), which are no longer on this machine"
+            )
+        pretrained = Weights(path, spec["source"], spec["sha256"])
+    model = build_model(
+        checkpoint["config"]["model"],
+        num_classes=len(checkpoint["class_names"]),
+        in_channels=int(checkpoint["in_channels"]),
+        image_size=int(checkpoint["image_size"]),
+        pretrained=pretrained,
+        head_on_embedding=bool(checkpoint.get("head_on_embedding", False)),
+    )
+    if checkpoint.get("kind") == "fast":
+        missing = load_matching(model, checkpoint["state_dict"])
+        head = {"classifier.weight", "classifier.bias"}
+        if head & set(missing):
+            raise ValueError("fast model checkpoint lacks its head")
+    else:
+        model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

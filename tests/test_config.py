@@ -25,7 +25,7 @@ def test_round_trip_through_json() -> None:
         ({"stepz": 3}, r"unknown training option\(s\) \['stepz'\]; valid: .*'steps'"),
         (
             {"methods": ["supervised"], "model": "vgg"},
-            r"unknown model 'vgg'; valid: cnn_small, resnet18, wrn28_2",
+            r"unknown model 'vgg'; valid: cnn_small, pixels, resnet18, wrn28_2 or any timm model name",
         ),
         ({"methods": ["magic"]}, r"unknown SSL method 'magic'; valid: .*supervised"),
         ({"methods": []}, "at least one SSL method"),

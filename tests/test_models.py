@@ -37,7 +37,7 @@ def test_normalize_maps_uint8_with_the_model_statistics() -> None:
 
 
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="cnn_small, resnet18, wrn28_2"):
+    with pytest.raises(ValueError, match="cnn_small, pixels, resnet18, wrn28_2 or any timm model name"):
         build_model("vgg", num_classes=2, in_channels=1, image_size=16)
 
 
