@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("init", help="create a workspace, optionally with classes")
     p.add_argument("--classes", help="comma-separated class names, e.g. salmon,trout")
+    _setting_flags(p)
+
+    p = command("config", help="show or change the workspace settings (backbone, weights, downloads …)")
+    _setting_flags(p)
 
     p = command("import", help="import a folder, a .zip or an image file")
     p.add_argument("source")
@@ -153,8 +157,47 @@ def _open(args: argparse.Namespace):
     return Store.open(Workspace.resolve(args.workspace, db_url=args.db_url))
 
 
+def _setting_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", help="auto (default), cnn_small, pixels, or any timm model name")
+    p.add_argument("--weights", help="a pretrained weights file for the backbone ('-' to forget it)")
+    p.add_argument(
+        "--allow-download",
+        choices=["on", "off"],
+        help="may the worker download pretrained weights (off by default; never needed for the default)",
+    )
+    p.add_argument("--hflip", choices=["auto", "on", "off"], help="mirror images in training")
+    p.add_argument("--fast-method", help="the fast model's method (labelkit.fast.FAST_METHODS)")
+
+
+def _apply_settings(store, args: argparse.Namespace) -> bool:
+    changes = {
+        "backbone": args.backbone,
+        "weights_path": None if args.weights == "-" else args.weights,
+        "allow_download": None if args.allow_download is None else args.allow_download == "on",
+        "hflip": args.hflip,
+        "fast_method": args.fast_method,
+    }
+    given = {
+        k: v for k, v in changes.items() if v is not None or (k == "weights_path" and args.weights == "-")
+    }
+    if given.get("weights_path"):
+        given["weights_path"] = str(Path(given["weights_path"]).expanduser().resolve())
+    for key, value in given.items():
+        store.settings.set(key, value)
+    return bool(given)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    store = _open(args)
+    _apply_settings(store, args)
+    for key, value in store.settings.all().items():
+        print(f"{key} = {value}")
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     store = _open(args)
+    _apply_settings(store, args)
     if args.classes:
         store.ensure_classes([c for c in (x.strip() for x in args.classes.split(",")) if c])
     names = ", ".join(c.name for c in store.classes()) or "none yet"
@@ -351,6 +394,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS = {
     "init": _cmd_init,
     "import": _cmd_import,
+    "config": _cmd_config,
     "demo": _cmd_demo,
     "status": _cmd_status,
     "label": _cmd_label,

@@ -26,6 +26,7 @@ from labelkit.store.schema import (
     LabelClass,
 )
 from labelkit.store.schema import utcnow as _now
+from labelkit.store.settings import Settings
 from labelkit.store.versions import ModelRegistry
 from labelkit.workspace import Workspace
 
@@ -203,6 +204,11 @@ class Store:
     def jobs(self) -> JobQueue:
         """The background worker's job queue and lease."""
         return JobQueue(self)
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """Workspace settings (backbone, weights, download permission …)."""
+        return Settings(self)
 
     @functools.cached_property
     def versions(self) -> ModelRegistry:
@@ -632,6 +638,17 @@ class Store:
         query = select(CurrentLabel.item_id, CurrentLabel.class_id).order_by(CurrentLabel.item_id)
         with self.read() as s:
             return pd.DataFrame(s.execute(query).all(), columns=["item_id", "class_id"], dtype="int64")
+
+    def current_labels_by_source(self) -> pd.DataFrame:
+        """item_id, class_id and source (human, imported, pseudo_accepted) of every current label."""
+        query = select(CurrentLabel.item_id, CurrentLabel.class_id, CurrentLabel.source).order_by(
+            CurrentLabel.item_id
+        )
+        with self.read() as s:
+            rows = s.execute(query).all()
+        return pd.DataFrame(rows, columns=["item_id", "class_id", "source"]).astype(
+            {"item_id": "int64", "class_id": "int64", "source": "object"}
+        )
 
     def last_annotation_id(self) -> int:
         """Id of the newest annotation (0 if none): the worker counts new labels from it."""

@@ -107,6 +107,15 @@ class ModelRegistry:
                 s.execute(insert(Prediction), [{"model_version_id": row.id, **r} for r in chunk])
             return row.id
 
+    def update_metrics(self, version_id: int, update: dict[str, Any]) -> None:
+        """Add measurements that came after the version was recorded (its estimate); its files,
+        settings and predictions stay as they were."""
+        with self._store.write() as s:
+            row = s.get(ModelVersion, version_id)
+            if row is None:
+                raise LookupError(f"no model version {version_id}")
+            row.metrics = {**dict(row.metrics or {}), **update}
+
     def get(self, version_id: int) -> VersionInfo:
         with self._store.read() as s:
             row = s.get(ModelVersion, version_id)
