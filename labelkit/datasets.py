@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
+    from labelkit.cache import ImageSpec
     from labelkit.store import Store
 
 MNIST_FILES = {
@@ -119,54 +120,50 @@ def read_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
     """One stored image as uint8 (C, S, S), decoded exactly as import saw it (EXIF orientation,
     16-bit range, alpha on white, CMYK), grey (L) or RGB, resized to S × S (bicubic; the aspect
     ratio is not kept, so nothing is cropped away)."""
-    from labelkit.images import load
+    from labelkit.images import ImageSpec, decode_for
 
-    img = load(path).convert("L" if channels == 1 else "RGB")
-    array = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1).copy()
+    return decode_for(path, ImageSpec(image_size, channels, "squash"))
 
 
-def load_workspace(store: Store, *, image_size: int, channels: int) -> WorkspaceArrays:
+def load_workspace(
+    store: Store,
+    *,
+    image: ImageSpec | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> WorkspaceArrays:
     """Labelled (any current label: human, imported or accepted pseudo-label) and unlabelled active
-    items of a workspace, read from ``store.workspace``'s image folder.
+    items of a workspace at ``image`` (or ``image_size`` × ``channels``, squashed), read through the
+    workspace's image cache: each original is decoded once, ever, not once per round.
 
     Items whose current label points at a deleted class count as unlabelled. Images that fail to
     open are left out and reported in ``unreadable`` rather than failing the whole load.
     """
-    import pandas as pd
+    from labelkit.cache import ImageCache, ImageSpec
 
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if image_size < 8:
-        raise ValueError(f"image_size must be at least 8, got {image_size}")
+    if image is None:
+        if image_size is None or channels is None:
+            raise ValueError("give image=ImageSpec(...) or both image_size and channels")
+        image = ImageSpec(image_size, channels, "squash")
+    if image.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {image.channels}")
+    if image.size < 8:
+        raise ValueError(f"image_size must be at least 8, got {image.size}")
     classes = store.classes()
     index = {c.id: i for i, c in enumerate(classes)}
     table = store.item_table()
     table = table[table["status"] == "active"]
-    images: dict[str, list[np.ndarray]] = {"lb": [], "ulb": []}
-    ids: dict[str, list[int]] = {"lb": [], "ulb": []}
-    targets: list[int] = []
-    unreadable: list[tuple[int, str]] = []
-    for row in table.itertuples(index=False):
-        try:
-            image = read_image(store.workspace.path(row.path), image_size=image_size, channels=channels)
-        except (OSError, ValueError) as error:  # missing, truncated or not an image
-            unreadable.append((int(row.item_id), f"{type(error).__name__}: {error}"))
-            continue
-        labelled = not pd.isna(row.class_id) and int(row.class_id) in index
-        part = "lb" if labelled else "ulb"
-        images[part].append(image)
-        ids[part].append(int(row.item_id))
-        if labelled:
-            targets.append(index[int(row.class_id)])
-    empty = np.zeros((0, channels, image_size, image_size), np.uint8)
+    ids, pixels, failed = ImageCache(store, image).load(table["item_id"].tolist())
+    labels = table.set_index("item_id")["class_id"].reindex(ids)
+    labelled = labels.notna().to_numpy() & labels.fillna(-1).astype(int).isin(list(index)).to_numpy()
+    y = np.asarray([index[int(c)] for c in labels[labelled]], dtype=np.int64)
     return WorkspaceArrays(
-        x_lb=np.stack(images["lb"]) if images["lb"] else empty,
-        y_lb=np.asarray(targets, dtype=np.int64),
-        lb_ids=np.asarray(ids["lb"], dtype=np.int64),
-        x_ulb=np.stack(images["ulb"]) if images["ulb"] else empty,
-        ulb_ids=np.asarray(ids["ulb"], dtype=np.int64),
+        x_lb=pixels[labelled],
+        y_lb=y,
+        lb_ids=ids[labelled],
+        x_ulb=pixels[~labelled],
+        ulb_ids=ids[~labelled],
         class_ids=tuple(c.id for c in classes),
         class_names=tuple(c.name for c in classes),
-        unreadable=tuple(unreadable),
+        unreadable=tuple(failed),
     )

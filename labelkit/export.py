@@ -129,20 +129,17 @@ def load_version_model(store: Store, version: VersionInfo) -> tuple[Classifier, 
     """The version's model in eval mode, rebuilt from its ``model.pt``, and that checkpoint."""
     import torch
 
-    from labelkit.models import build_model
+    from labelkit.backbones import WeightsNotFound
+    from labelkit.models import from_checkpoint
 
     path = store.workspace.path(version.path) / "model.pt"
     if not path.is_file():
         raise ExportError(f"model version {version.id}: its checkpoint {path} is missing")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(
-        checkpoint["config"]["model"],
-        num_classes=len(checkpoint["class_names"]),
-        in_channels=int(checkpoint["in_channels"]),
-        image_size=int(checkpoint["image_size"]),
-    )
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
+    try:
+        return from_checkpoint(checkpoint), checkpoint
+    except WeightsNotFound as error:
+        raise ExportError(f"model version {version.id}: {error}") from None
 
 
 def inference_module(model: Classifier) -> torch.nn.Module:
@@ -244,6 +241,7 @@ def model_card(
     from labelkit import __version__
 
     channels, size = int(checkpoint["in_channels"]), int(checkpoint["image_size"])
+    fit = str(checkpoint.get("fit", "squash"))
     state = checkpoint["state_dict"]
     pairs = zip(checkpoint["class_ids"], checkpoint["class_names"], strict=True)
     classes = [{"index": i, "id": int(cid), "name": name} for i, (cid, name) in enumerate(pairs)]
@@ -260,9 +258,15 @@ def model_card(
             "height": size,
             "width": size,
             "value_range": [0, 255],
+            "fit": fit,
             "preprocessing": (
                 f"decode, apply EXIF orientation, convert to {'L' if channels == 1 else 'RGB'} "
-                f"(transparency on white), resize bicubic to {size} x {size} without keeping the aspect ratio"
+                "(transparency on white), "
+                + (
+                    f"resize bicubic so the short side is {size}, then crop the centre {size} x {size}"
+                    if fit == "crop"
+                    else f"resize bicubic to {size} x {size} without keeping the aspect ratio"
+                )
             ),
             "normalization": {
                 "mean": [float(v) for v in state["input_mean"]],
@@ -275,6 +279,7 @@ def model_card(
             "embedding": f"(N, {int(state['classifier.weight'].shape[1])}) float32, unit L2 norm (the pooled features)",
         },
         "backbone": version.backbone,
+        "pretrained_weights": checkpoint.get("weights"),
         "method": version.method,
         "settings": version.config,
         "label_counts_by_source": version.label_counts,

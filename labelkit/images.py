@@ -127,6 +127,37 @@ def load(path: str | Path) -> Image.Image:
     return decode(Path(path).read_bytes()).image
 
 
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int
+    channels: int  # 1 (grey) or 3 (RGB)
+    fit: str  # "crop": short side to size, centre crop; "squash": both sides to size
+
+    @property
+    def key(self) -> str:
+        return f"images-{self.fit}-{self.channels}x{self.size}"
+
+
+def decode_for(path: Path, spec: ImageSpec) -> np.ndarray:
+    """One stored image decoded as import saw it, at ``spec``: uint8 (C, S, S)."""
+    img = load(path).convert("L" if spec.channels == 1 else "RGB")
+    s = spec.size
+    if spec.fit == "crop":
+        w, h = img.size
+        scale = s / min(w, h)
+        # round up so the short side is never a pixel short of the crop
+        img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BICUBIC)
+        w, h = img.size
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    elif spec.fit == "squash":
+        img = img.resize((s, s), Image.Resampling.BICUBIC)
+    else:
+        raise ValueError(f"fit must be 'crop' or 'squash', got {spec.fit!r}")
+    array = np.asarray(img, dtype=np.uint8)
+    return array[None].copy() if spec.channels == 1 else array.transpose(2, 0, 1).copy()
+
+
 def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> Image.Image | None:
     """A copy at most ``side`` pixels on its long edge, or None when the image is already that small."""
     if max(image.size) <= side:

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from labelkit import images
 
@@ -55,6 +54,11 @@ class Bundle:
     @property
     def image_size(self) -> int:
         return int(self.card["input"]["height"])
+
+    @property
+    def fit(self) -> str:
+        """How images are brought to the input size ("squash" in bundles before the field existed)."""
+        return str(self.card["input"].get("fit", "squash"))
 
     def read(self, name: str) -> bytes:
         if self.source.is_dir():
@@ -148,12 +152,11 @@ RUNNERS: dict[str, Callable[[Bundle, str], Runner]] = {
 }
 
 
-def pixels(path: Path, *, channels: int, size: int) -> np.ndarray:
-    """One image file as the model's uint8 input (C, S, S); raises ``images.ImageError`` or
+def pixels(path: Path, *, channels: int, size: int, fit: str = "squash") -> np.ndarray:
+    """One image file as the model's uint8 input (C, S, S), prepared as in training (``fit``:
+    "squash" or "crop", see ``labelkit.cache.decode_for``); raises ``images.ImageError`` or
     ``OSError`` with the reason a file cannot be used."""
-    image = images.load(path).convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return images.decode_for(path, images.ImageSpec(size, channels, fit))
 
 
 def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -184,7 +187,7 @@ def _batches(
     errors: dict[Path, str] = {}
     for path in paths:
         try:
-            arrays.append(pixels(path, channels=bundle.channels, size=bundle.image_size))
+            arrays.append(pixels(path, channels=bundle.channels, size=bundle.image_size, fit=bundle.fit))
             ready.append(path)
         except (images.ImageError, OSError) as exc:
             errors[path] = (
