@@ -33,16 +33,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from labelkit.backbones import WeightsNotFound
+from labelkit.cache import ImageSpec
 from labelkit.config import TrainConfig
 from labelkit.datasets import WorkspaceArrays, load_workspace
+from labelkit.features import Plan, feature_model, plan
+from labelkit.refresh import FastState, NotEnoughLabels, assess, prepare, publish
 from labelkit.store import Store
 from labelkit.store.jobs import JobInfo, LeaseHeldError
 from labelkit.train import TrainData, predict, train
 from labelkit.workspace import Workspace
 
-GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ROUND_TRIP_SAMPLE = 2_000  # unlabelled items in the round-trip statistics (keeps it O(1 s))
-COLD_START_CHECK_S = 30.0  # seconds between the idle worker's looks for new imports to embed
+COLD_START_CHECK_S = 30.0
+FAST_DEBOUNCE_S = 0.5  # seconds without a new label before the fast model refreshes  # seconds between the idle worker's looks for new imports to embed
 # Inverse temperature on unit embeddings for the round trip drawn on the Explore page. Sharper than
 # the association loss's default (5): the drawing walks over a 2,000-item sample rather than a
 # training batch of tens, and at 5 the mass spread over so many items hid the class blocks (a
@@ -53,7 +57,7 @@ ROUND_TRIP_SCALE = 10.0
 @dataclass(frozen=True)
 class WorkerSettings:
     stale_after: float = 30.0  # seconds without a heartbeat after which a lease counts as dead
-    poll: float = 2.0  # seconds between looks at the job queue
+    poll: float = 0.5  # seconds between looks at the job queue and for new labels
     auto_min_new_labels: int = 20  # new labels that start a round by themselves (0 = never)
     image_size: int = 32
     holdout_fraction: float = 0.2
@@ -75,12 +79,40 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def default_config(num_items: int, on_cuda: bool) -> dict[str, Any]:
-    """Settings that fit the workspace size and device when the page does not choose."""
+def default_config(num_items: int, on_cuda: bool, workspace_plan: Plan | None = None) -> dict[str, Any]:
+    """Settings that fit the workspace size, its images and the device when the page does not choose.
+
+    Photos fine-tune their pretrained backbone at its own input size (gently: lr 0.01); small grey
+    images train a small CNN from scratch, never with mirror images (a mirrored digit is not a digit).
+    """
+    flips = {"hflip": workspace_plan.hflip} if workspace_plan is not None else {}
+    if workspace_plan is not None and workspace_plan.pretrained:
+        size = (
+            {"steps": 2_000, "batch_size": 32, "mu": 7}
+            if on_cuda
+            else {"steps": 200, "batch_size": 8, "mu": 2}
+        )
+        return {
+            "model": workspace_plan.deep_model,
+            "methods": ["fixmatch"],
+            "lr": 0.01,
+            "eval_every": 0,
+            "checkpoint_every": 50,
+            **size,
+            **flips,
+        }
     if on_cuda:
-        return {"model": "wrn28_2", "methods": ["fixmatch"], "steps": 2_000, "batch_size": 64, "mu": 7}
+        return {
+            "model": "wrn28_2",
+            "methods": ["fixmatch"],
+            "steps": 2_000,
+            "batch_size": 64,
+            "mu": 7,
+            **flips,
+        }
     steps = 300 if num_items <= 5_000 else 500
     return {
+        **flips,
         "model": "cnn_small",
         "methods": ["fixmatch"],
         "steps": steps,
@@ -166,9 +198,15 @@ def run_round(
 ) -> int | None:
     """Train, evaluate and predict for one job; returns the new model version id, or None if the
     job was asked to stop (its checkpoint stays for a later resume)."""
-    image_size = int(job.params.get("image_size", settings.image_size))
-    channels = 1 if _all_gray(store) else 3
-    data = load_workspace(store, image_size=image_size, channels=channels)
+    try:
+        workspace_plan = plan(store)
+    except WeightsNotFound as error:
+        raise RoundError(str(error)) from None
+    image = workspace_plan.image
+    if "image_size" in job.params:
+        image = ImageSpec(int(job.params["image_size"]), image.channels, image.fit)
+    image_size, channels = image.size, image.channels
+    data = load_workspace(store, image=image)
     if data.unreadable:
         report({"phase": "loading", "unreadable": len(data.unreadable)})
     labelled_classes = np.unique(data.y_lb)
@@ -190,7 +228,10 @@ def run_round(
         y_test=data.y_lb[hold] if hold.any() else None,
         class_names=data.class_names,
     )
-    options = {**default_config(len(everything), device.type == "cuda"), **job.params.get("config", {})}
+    options = {
+        **default_config(len(everything), device.type == "cuda", workspace_plan),
+        **job.params.get("config", {}),
+    }
     options.update(device=str(device), seed=seed, num_threads=0 if device.type == "cuda" else cpu_threads())
     config = TrainConfig.from_dict(options)
     last_annotation = store.last_annotation_id()
@@ -212,6 +253,14 @@ def run_round(
         )
 
     init, warm_start = warm_start_state(store, config, data, image_size=image_size, channels=channels)
+    if init is None and workspace_plan.pretrained and config.model == workspace_plan.backbone:
+        # A first deep round on photos starts from the pretrained backbone, not from random weights.
+        init = {
+            k: v
+            for k, v in feature_model(workspace_plan, 2).state_dict().items()
+            if not k.startswith("classifier.")
+        }
+        warm_start["pretrained"] = workspace_plan.weights.to_dict() if workspace_plan.weights else None
     run_dir = store.workspace.runs / f"job-{job.id}"
     resumed_from = _checkpoint_step(run_dir)
     result = train(
@@ -245,7 +294,7 @@ def run_round(
     metrics["warm_start"] = warm_start
     metrics["wall_s"] = time.monotonic() - started
 
-    folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config)
+    folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config, image.fit)
     class_ids = np.asarray(data.class_ids)
     predictions = pd.DataFrame(
         {
@@ -291,6 +340,11 @@ def warm_start_state(
     if not path.exists():
         return None, {"from_version": None, "why_not": f"version {latest.id} has no model file"}
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("kind") == "fast":
+        return None, {
+            "from_version": None,
+            "why_not": f"version {latest.id} is a fast model (a head on frozen features)",
+        }
     was = (saved["config"]["model"], int(saved["in_channels"]), int(saved["image_size"]))
     now = (config.model, channels, image_size)
     if was != now:
@@ -335,12 +389,6 @@ def _checkpoint_step(run_dir: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
 
 
-def _all_gray(store: Store) -> bool:
-    table = store.item_table()
-    ids = table.loc[table["status"] == "active", "item_id"].tolist()
-    return all(item.mode in GRAY_MODES for item in store.items(ids))
-
-
 def _write_version_files(
     workspace: Workspace,
     job: JobInfo,
@@ -350,29 +398,48 @@ def _write_version_files(
     emb: np.ndarray,
     data: WorkspaceArrays,
     config: TrainConfig,
+    fit: str,
+) -> Path:
+    checkpoint = {
+        "state_dict": result.model.state_dict(),
+        "config": config.to_dict(),
+        "class_ids": list(data.class_ids),
+        "class_names": list(data.class_names),
+        "in_channels": int(data.x_lb.shape[1]),
+        "image_size": int(data.x_lb.shape[-1]),
+        "fit": fit,
+    }
+    return write_version_folder(workspace, f"job{job.id}", checkpoint, item_ids, probs, emb, config.to_dict())
+
+
+def write_version_folder(
+    workspace: Workspace,
+    tag: str,
+    checkpoint: dict[str, Any],
+    item_ids: np.ndarray,
+    probs: np.ndarray,
+    emb: np.ndarray | Path,
+    config: dict[str, Any],
 ) -> Path:
     """model.pt, probs.npy, embeddings.npy (memory-mappable), item_ids.npy in a folder that appears
-    complete or not at all."""
-    name = f"model-{time.strftime('%Y%m%d-%H%M%S')}-job{job.id}"
+    complete or not at all. ``emb`` given as the path of a saved ``.npy`` (the fast model's
+    embeddings, the same for every refresh) is hard-linked rather than written again."""
+    name = f"model-{time.strftime('%Y%m%d-%H%M%S')}-{tag}-{secrets.token_hex(2)}"
     final = workspace.runs / name
     tmp = workspace.runs / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(
-        {
-            "state_dict": result.model.state_dict(),
-            "config": config.to_dict(),
-            "class_ids": list(data.class_ids),
-            "class_names": list(data.class_names),
-            "in_channels": int(data.x_lb.shape[1]),
-            "image_size": int(data.x_lb.shape[-1]),
-        },
-        tmp / "model.pt",
-    )
+    torch.save(checkpoint, tmp / "model.pt")
     np.save(tmp / "probs.npy", probs.astype(np.float32))
-    np.save(tmp / "embeddings.npy", emb.astype(np.float32))
+    if isinstance(emb, Path):
+        try:
+            os.link(emb, tmp / "embeddings.npy")
+        except OSError:  # another file system, or no hard links: copy
+            shutil.copyfile(emb, tmp / "embeddings.npy")
+    else:
+        np.save(tmp / "embeddings.npy", emb.astype(np.float32))
     np.save(tmp / "item_ids.npy", item_ids.astype(np.int64))
-    (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
@@ -389,6 +456,8 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._cold_start_checked = -math.inf
+        self._fast = FastState()
+        self._fast_error: str | None = None
         self.shutdown = threading.Event()
         self._lease_lost = threading.Event()
 
@@ -425,8 +494,16 @@ class Worker:
         try:
             while not self.shutdown.is_set():
                 job = self.store.jobs.claim(self.owner)
-                if job is None and (once or self._labels_warrant_a_round()):
-                    self.store.jobs.enqueue("train", {"reason": "once" if once else "new labels"})
+                if job is None and once:
+                    # One round: the fast model first (predictions in seconds), then a deep round
+                    # where this device makes it affordable by default.
+                    self._refresh_fast(force=True)
+                    if not self._deep_by_default():
+                        break
+                    self.store.jobs.enqueue("train", {"reason": "once"})
+                    continue
+                if job is None and self._labels_warrant_a_round():
+                    self.store.jobs.enqueue("train", {"reason": "new labels"})
                     continue
                 if job is not None:
                     self._run(job)
@@ -434,7 +511,8 @@ class Worker:
                         break
                 else:
                     self._prepare_cold_start()
-                    self.shutdown.wait(self.settings.poll)
+                    if not self._refresh_fast():
+                        self.shutdown.wait(self.settings.poll)
         finally:
             self.shutdown.set()
             if not self._lease_lost.is_set():
@@ -455,8 +533,74 @@ class Worker:
         except Exception as exc:  # the page computes them itself if this fails; keep serving
             self.log(f"cold-start embeddings: {type(exc).__name__}: {exc}")
 
+    def _deep_by_default(self) -> bool:
+        """Deep rounds start by themselves on a GPU, and on a CPU for small images; fine-tuning a
+        pretrained photo backbone on a CPU takes long, so there it runs when asked for."""
+        if self.device.type == "cuda":
+            return True
+        try:
+            return not plan(self.store).pretrained
+        except WeightsNotFound:
+            return False
+
+    def _refresh_fast(self, *, force: bool = False) -> bool:
+        """Publish a fast-model version when labels changed since the latest version (debounced:
+        a burst of keypresses becomes one refresh). Returns True when it published one."""
+        latest = self.store.versions.latest()
+        newest = self.store.last_annotation_id()
+        covered = int(latest.metrics.get("last_annotation_id", 0)) if latest else 0
+        if newest <= covered and not force:
+            if (
+                latest is not None
+                and latest.metrics.get("kind") == "fast"
+                and "estimate" not in latest.metrics
+            ):
+                self._assess(latest.id, covered)
+            return False
+        if not force:
+            last = self.store.annotations(since_id=newest - 1)
+            if len(last) and (time.time() - last["created_at"].iloc[-1].timestamp()) < FAST_DEBOUNCE_S:
+                return False  # the expert is still typing; refresh after the burst
+        try:
+            prepare(self.store, self._fast, stop=self.shutdown.is_set)
+            if self.shutdown.is_set():
+                return False
+            version = publish(self.store, self._fast)
+            self.log(f"fast model: version {version}")
+            if force:  # one round and exit: the estimate is part of the round
+                self._assess(version, newest)
+        except NotEnoughLabels:
+            return False
+        except (WeightsNotFound, ValueError) as error:
+            if str(error) != self._fast_error:
+                self.log(f"fast model: {error}")
+            self._fast_error = str(error)
+            return False
+        self._fast_error = None
+        return True
+
+    def _assess(self, version_id: int, covered: int) -> None:
+        """The fast version's cross-validated estimate, computed while the expert is not labelling:
+        a new label interrupts it (that label's refresh comes first)."""
+        if self._fast.fs is None:
+            return
+        try:
+            assess(
+                self.store,
+                self._fast,
+                version_id,
+                stop=lambda: self.shutdown.is_set() or self.store.last_annotation_id() > covered,
+            )
+        except (ValueError, LookupError) as error:
+            self.log(f"fast model estimate: {error}")
+            self.store.versions.update_metrics(
+                version_id, {"estimate": {"n": 0, "accuracy": None, "how": str(error)}}
+            )
+
     def _labels_warrant_a_round(self) -> bool:
         if self.settings.auto_min_new_labels <= 0 or self.store.jobs.active():
+            return False
+        if not self._deep_by_default():
             return False
         latest = self.store.versions.latest()
         since = int(latest.metrics.get("last_annotation_id", 0)) if latest else 0

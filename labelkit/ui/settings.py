@@ -145,6 +145,63 @@ def _workspace(store: Store) -> None:
     )
 
 
+def _save_model_settings(store: Store) -> None:
+    values = {
+        "backbone": state["settings_backbone"].strip() or "auto",
+        "weights_path": state["settings_weights"].strip() or None,
+        "allow_download": bool(state["settings_download"]),
+        "hflip": state["settings_hflip"],
+        "fast_method": None if state["settings_fast"] == "default" else state["settings_fast"],
+    }
+    for key, value in values.items():
+        if value != store.settings.get(key) and not _attempt(f"set {key}", store.settings.set, key, value):
+            return
+    flash("success", "Saved; the worker uses them from its next refresh or round.")
+
+
+def _model(store: Store) -> None:
+    from labelkit.cache import status
+
+    st.subheader("Backbone and caches")
+    current = store.settings.all()
+    with st.form("settings_model"):
+        left, right = st.columns(2)
+        left.text_input(
+            "Backbone",
+            value=current["backbone"],
+            key="settings_backbone",
+            help="auto: a pretrained EfficientNet-Lite0 for photos, pixels and a small CNN for small grey "
+            "images; or cnn_small, pixels, or any timm model name (its weights must be on this machine, "
+            "named below, or downloadable where allowed)",
+        )
+        right.text_input(
+            "Weights file (optional)", value=current["weights_path"] or "", key="settings_weights"
+        )
+        left.selectbox(
+            "Mirror images in training",
+            ["auto", "on", "off"],
+            index=["auto", "on", "off"].index(current["hflip"]),
+            key="settings_hflip",
+        )
+        methods = ["default", "association", "labelprop", "pseudolabel", "supervised"]
+        right.selectbox(
+            "Fast model method",
+            methods,
+            index=methods.index(current["fast_method"]) if current["fast_method"] in methods else 0,
+            key="settings_fast",
+        )
+        st.checkbox(
+            "Allow downloading pretrained weights", value=current["allow_download"], key="settings_download"
+        )
+        st.form_submit_button("Save", on_click=_save_model_settings, args=(store,))
+    caches = status(store.workspace.cache)
+    if caches:
+        total = store.count_items()
+        st.dataframe([{**c, "of active items": f"{c['items']} / {total}"} for c in caches], hide_index=True)
+    else:
+        st.caption("Nothing cached yet: the worker decodes and embeds the images after the first labels.")
+
+
 def main() -> None:
     store = resources.store()
     st.title("Settings")
@@ -158,6 +215,7 @@ def main() -> None:
     add.button("Add class", key="settings_add", on_click=_add, args=(store,))
     if classes:
         _delete_section(store, classes)
+    _model(store)
     _workspace(store)
 
 

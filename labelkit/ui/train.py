@@ -88,7 +88,36 @@ def _stop_job(store: Store, job_id: int) -> None:
 def _defaults(store: Store) -> dict[str, Any]:
     import torch
 
-    return worker.default_config(store.count_items(), torch.cuda.is_available())
+    from labelkit.backbones import WeightsNotFound
+    from labelkit.features import plan
+
+    try:
+        workspace_plan = plan(store)
+    except (WeightsNotFound, ValueError):
+        workspace_plan = None
+    return worker.default_config(store.count_items(), torch.cuda.is_available(), workspace_plan)
+
+
+@st.fragment(run_every=2)
+def _fast_model(store: Store) -> None:
+    """The fast model: a head on cached features the worker refreshes within seconds of a label."""
+    from labelkit.refresh import summary
+
+    shown = summary(store.versions.all())
+    if shown is None:
+        st.caption(
+            "No fast model yet: once two classes have labels, the running worker fits one on the "
+            "cached embeddings within seconds and refreshes it after every few labels."
+        )
+        return
+    cells = st.columns(4)
+    cells[0].metric("Fast model", f"v{shown['version']}", help=shown["method"])
+    cells[1].metric("Labels used", shown["labels"])
+    cells[2].metric("Last refresh", shown["age"])
+    cells[3].metric("Estimated accuracy", shown["accuracy"], help=shown["how"])
+    st.caption(plain(shown["detail"]))
+    if shown.get("floor"):
+        st.info(plain(shown["floor"]))
 
 
 def _worker_status(store: Store) -> None:
@@ -140,7 +169,7 @@ def _request_form(store: Store) -> None:
     with st.form("train_request"):
         st.multiselect("Methods", sorted(METHODS), default=defaults["methods"], key="train_methods")
         cells = st.columns(3)
-        models = sorted(MODELS)
+        models = sorted({*MODELS, defaults["model"]})
         cells[0].selectbox("Model", models, index=models.index(defaults["model"]), key="train_model")
         cells[1].number_input("Steps", value=defaults["steps"], step=100, key="train_steps")
         cells[2].number_input(
@@ -307,7 +336,13 @@ def main() -> None:
     _live(store)
     _worker_buttons(store)
     _worker_log(store)
-    st.subheader("Request a round")
+    st.subheader("Fast model")
+    _fast_model(store)
+    st.subheader("Request a deep round")
+    st.caption(
+        "A deep round fine-tunes the whole network with the chosen semi-supervised methods. On a GPU "
+        "the worker runs one by itself; on a CPU it is slow for photos (the time left shows once it runs)."
+    )
     _request_form(store)
     recent = store.jobs.recent(10)
     if recent:
