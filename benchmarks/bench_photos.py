@@ -132,9 +132,10 @@ def product(root: Path, rows: list[dict], per_class: int = 10, seed: int = 0) ->
     labelkit = [sys.executable, "-m", "labelkit"]
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
-        run = lambda *a: subprocess.run(
-            [*labelkit, "-w", str(ws), *a], check=True, capture_output=True, text=True
-        )  # noqa: E731
+
+        def run(*a: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*labelkit, "-w", str(ws), *a], check=True, capture_output=True, text=True)
+
         run("init", "--classes", ",".join(_photos(root, "train")[2]))
         t0 = time.perf_counter()
         run("import", str(root))
@@ -206,8 +207,8 @@ def latency(root: Path, rows: list[dict], n_items: int, labels: int = 10) -> dic
         )
         cache.fill(real["item_id"].tolist(), model)
         feats, _ = cache.rows.read(real["item_id"].tolist())
-        pixels, _ = images.rows.read(real["item_id"].tolist())
-        # copies: new items pointing at the real files, their cache rows copied (not re-embedded)
+        # copies: new items pointing at the real files, their embedding rows copied (not re-embedded;
+        # an embedded item's pixels are never read again, so the copies need no image-cache rows)
         base = store.items(real["item_id"].tolist())
         copies = []
         for k in range(n_items - len(base)):
@@ -232,7 +233,6 @@ def latency(root: Path, rows: list[dict], n_items: int, labels: int = 10) -> dic
         for start in range(0, len(new_ids), 4096):
             chunk = new_ids[start : start + 4096]
             pos = [(i - new_ids[0]) % len(base) for i in chunk]
-            images.rows.append(chunk, pixels[pos])
             cache.rows.append(chunk, feats[pos])
         names = {int(i): n for i, n in zip(real["item_id"], real["original_name"], strict=True)}
         worker = Worker(store, WorkerSettings(auto_min_new_labels=0), log=lambda m: None)

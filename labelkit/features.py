@@ -125,24 +125,23 @@ def features(
     import torch
 
     images = ImageCache(store, plan.image)
-    failed = images.fill(
-        item_ids, progress=(lambda d, t: progress("caching images", d, t)) if progress else None, stop=stop
-    )
-    bad = {i for i, _ in failed}
-    ids = [int(i) for i in item_ids if int(i) not in bad]
-    if plan.weights is None:  # pixels: the body is cheap, no cache needed
-        ids_arr, pixels, more = images.load(ids)
+    if plan.weights is None:  # pixels: the body is cheap, no embedding cache needed
+        ids_arr, pixels, failed = images.load([int(i) for i in item_ids])
         with torch.inference_mode():
             feats = model(model.normalize(torch.from_numpy(pixels))).features.numpy()
-        return ids_arr, feats, failed + more
+        return ids_arr, feats, failed
     cache = EmbeddingCache(
         store, backbone=plan.backbone, weights=plan.weights, images=images, dim=model.feature_dim
     )
-    failed += cache.fill(
-        ids, model, progress=(lambda d, t: progress("embedding", d, t)) if progress else None, stop=stop
+    # Only items not embedded yet need their pixels: a refresh of an embedded workspace reads none.
+    todo = cache.rows.missing(item_ids)
+    failed = images.fill(
+        todo, progress=(lambda d, t: progress("caching images", d, t)) if progress else None, stop=stop
     )
-    bad = {i for i, _ in failed}
-    ids = [i for i in ids if i not in bad and i in cache.rows]
+    failed += cache.fill(
+        todo, model, progress=(lambda d, t: progress("embedding", d, t)) if progress else None, stop=stop
+    )
+    ids = [int(i) for i in item_ids if int(i) in cache.rows]
     feats, corrupt = cache.rows.read(ids)
     if corrupt:  # re-embed the damaged rows from the (verified) image cache
         where = {i: k for k, i in enumerate(ids)}

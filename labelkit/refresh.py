@@ -57,18 +57,15 @@ def _active_ids(store: Store) -> np.ndarray:
 def prepare(
     store: Store, state: FastState, *, report: Report | None = None, stop: Callable[[], bool] | None = None
 ) -> FastState:
-    """Bring ``state`` up to date with the workspace's active items (caches filled as needed)."""
-    ids = _active_ids(store)
-    workspace_plan = plan(store)
-    key = (
-        workspace_plan.backbone,
-        workspace_plan.image,
-        workspace_plan.weights,
-        len(ids),
-        int(ids.max(initial=0)),
-    )
+    """Bring ``state`` up to date with the workspace's active items (caches filled as needed).
+
+    Cheap when nothing changed (two small queries): a refresh after a label must not read the item
+    table of a 100,000-item workspace, let alone decide the plan again."""
+    key = (store.item_stamp(), tuple(sorted(store.settings.all().items())))
     if state.key == key and state.fs is not None:
         return state
+    ids = _active_ids(store)
+    workspace_plan = plan(store)
 
     def progress(phase: str, done: int, total: int) -> None:
         if report is not None:

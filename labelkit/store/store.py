@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -433,6 +433,14 @@ class Store:
             if status is not None:
                 q = q.where(Item.status == status)
             return int(s.scalar(q) or 0)
+
+    def item_stamp(self) -> tuple[int, int, int]:
+        """(active items, all items, highest item id) in one query: changes whenever items are
+        imported, excluded or restored, so a cache of per-item work can tell it is stale cheaply."""
+        active = func.sum(case((Item.status == "active", 1), else_=0))
+        with self.read() as s:
+            row = s.execute(select(active, func.count(), func.max(Item.id))).one()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
 
     def set_priority(self, item_ids: Sequence[int], priority: int) -> None:
         with self.write() as s:
