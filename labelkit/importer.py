@@ -407,7 +407,8 @@ def _apply_labels(
     for name, ids in by_class.items():
         cid = class_ids[name]
         assert cid is not None
-        store.label_many(ids, cid, annotator=annotator, source="imported")
+        # only_unlabelled: an item labelled since the duplicate check above keeps its label.
+        store.label_many(ids, cid, annotator=annotator, source="imported", only_unlabelled=True)
     return result
 
 

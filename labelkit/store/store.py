@@ -524,8 +524,14 @@ class Store:
         annotator: str,
         source: str = "human",
         model_version_id: int | None = None,
+        only_unlabelled: bool = False,
     ) -> list[AnnotationInfo]:
-        """Label items (``class_id=None`` removes their label) in one transaction, committed on return."""
+        """Label items (``class_id=None`` removes their label) in one transaction, committed on return.
+
+        ``only_unlabelled`` skips items that have a label when the transaction runs (the bulk paths:
+        an accepted pseudo-label or an import never overwrites anyone's label, even one given a moment
+        ago in another process); the returned annotations are then those of the items written.
+        """
         if source not in SOURCES:
             raise StoreError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         who = _check_annotator(annotator)
@@ -544,6 +550,11 @@ class Store:
                     f"no item with id {missing[0]}"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 )
+            if only_unlabelled and ids:
+                # Checked under the write lock taken above (BEGIN IMMEDIATE on SQLite, the row
+                # locks on PostgreSQL), so no label can land between this read and the writes.
+                taken = set(s.scalars(select(CurrentLabel.item_id).where(CurrentLabel.item_id.in_(ids))))
+                ids = [i for i in ids if i not in taken]
             rows = [self._append(s, i, class_id, source, who, None, model_version_id) for i in ids]
             return [_annotation_info(r) for r in rows]
 
