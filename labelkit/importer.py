@@ -113,11 +113,13 @@ def import_path(
     if path.is_dir():
         candidates = list(_folder_candidates(path, with_labels=labels == "folders"))
         origin = str(path.resolve())
+    elif not path.is_file():  # a FIFO or device: even zipfile.is_zipfile would block or read forever
+        raise SourceError(f"{path} is not a folder, a zip file or an image file")
     elif zipfile.is_zipfile(path):
         candidates = list(_zip_candidates(path, prefix="", with_labels=labels == "folders"))
         origin = str(path.resolve())
     else:
-        candidates = [_Candidate(path.name, path.read_bytes)]
+        candidates = [_Candidate(path.name, functools.partial(images.read_file, path))]
         origin = str(path.resolve().parent)
     extra: list[FileOutcome] = []
     if labels_csv is not None:
@@ -159,17 +161,37 @@ def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
 
 # ------------------------------------------------------------------------------------------ sources
 def _folder_candidates(root: Path, *, with_labels: bool) -> Iterator[_Candidate]:
+    """Every file under ``root``; os.walk does not descend into linked folders, and a file link is
+    followed only when it resolves to a file inside ``root`` (checked here, read by
+    ``images.read_file``, which refuses anything but a regular file)."""
+    inside = root.resolve()
     for folder, dirs, files in os.walk(root, onerror=None):
         dirs.sort()
-        for name in sorted(files):
+        for name in sorted(files + [d for d in dirs if (Path(folder) / d).is_symlink()]):
             path = Path(folder) / name
             relative = path.relative_to(root).as_posix()
             shown = images.display_name(relative)
-            if name.startswith("."):
-                yield _Candidate(shown, path.read_bytes, problem="hidden file (skipped)")
-                continue
-            label = _folder_label(PurePosixPath(relative)) if with_labels else None
-            yield _Candidate(shown, path.read_bytes, label)
+            read = functools.partial(images.read_file, path)
+            problem = _link_problem(path, inside)
+            if problem is None and name.startswith("."):
+                problem = "hidden file (skipped)"
+            label = _folder_label(PurePosixPath(relative)) if with_labels and problem is None else None
+            yield _Candidate(shown, read, label, problem)
+
+
+def _link_problem(path: Path, inside: Path) -> str | None:
+    """Why a symbolic link under the source folder is not followed, or None to follow it."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling or a loop
+        return "broken symbolic link; not followed"
+    if target.is_dir():
+        return "symbolic link to a folder; not followed"
+    if not target.is_relative_to(inside):
+        return "symbolic link to a file outside the source folder; not followed"
+    return None
 
 
 def _folder_label(relative: PurePosixPath) -> str | None:
@@ -296,6 +318,9 @@ def _import_batch(
             data = cand.read()
         except PermissionError:
             outcomes[pos] = FileOutcome(cand.source, "rejected", "cannot read the file: permission denied")
+            continue
+        except images.ImageError as exc:  # not a regular file, too large: refused before reading
+            outcomes[pos] = FileOutcome(cand.source, "rejected", str(exc))
             continue
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             outcomes[pos] = FileOutcome(cand.source, "rejected", f"cannot read the file: {exc}")
