@@ -157,7 +157,7 @@ def _check_decoded_bytes(width: int, height: int, mode: str, bands: int) -> None
         )
 
 
-def read_file(path: str | Path) -> bytes:
+def read_file(path: str | Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     """A regular file's bytes, checked before reading: no device files, FIFOs or sockets (opened
     without blocking, so a FIFO cannot hang the caller), and the size limit read from ``fstat``,
     so a sparse or endless file is refused without reading it. Raises ``ImageError``."""
@@ -171,19 +171,17 @@ def read_file(path: str | Path) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"not a regular file ({_file_kind(info.st_mode)}); not read")
-        if info.st_size > MAX_FILE_BYTES:
-            raise ImageError(
-                f"file too large ({info.st_size / 2**20:.0f} MiB; limit {MAX_FILE_BYTES // 2**20} MiB)"
-            )
+        if info.st_size > limit:
+            raise ImageError(f"file too large ({info.st_size / 2**20:.0f} MiB; limit {limit // 2**20} MiB)")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
+            data = handle.read(limit + 1)  # bounded even if the file grows meanwhile
     except OSError as exc:
         raise ImageError(f"cannot read the file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"file too large (over {MAX_FILE_BYTES // 2**20} MiB)")
+    if len(data) > limit:
+        raise ImageError(f"file too large (over {limit // 2**20} MiB)")
     return data
 
 

@@ -32,6 +32,7 @@ from labelkit.store import NewItem, NotFoundError, Store, StoreError
 LABEL_MODES = ("none", "folders", "csv")
 NEW_CLASS_MODES = ("create", "reject")
 BATCH = 256
+MAX_LABELS_CSV_BYTES = 64 * 2**20
 ANNOTATOR = "import"
 
 Progress = Callable[[int, int], None]
@@ -238,15 +239,22 @@ def _zip_problem(info: zipfile.ZipInfo, name: str) -> str | None:
 def _apply_labels_csv(
     candidates: list[_Candidate], labels_csv: Path
 ) -> tuple[list[_Candidate], list[FileOutcome]]:
+    # No message here quotes the file: the path may name any file the server can read
+    # (/etc/shadow), and an error that echoed its first line would hand it to whoever asked.
     try:
-        text = labels_csv.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"cannot read labels CSV {labels_csv}: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+        text = images.read_file(labels_csv, limit=MAX_LABELS_CSV_BYTES).decode("utf-8-sig")
+    except images.ImageError as exc:
+        raise SourceError(f"labels CSV {labels_csv}: {exc}") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"labels CSV {labels_csv} is not UTF-8 text") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+    except csv.Error:
+        fields = {}
     if "filename" not in fields or "label" not in fields:
         raise SourceError(
-            f"labels CSV {labels_csv} needs a header with columns filename,label; found {reader.fieldnames}"
+            f"labels CSV {labels_csv} is not a labels CSV: its first line must be the header filename,label"
         )
     by_path = {c.source: c for c in candidates}
     by_base: dict[str, list[str]] = defaultdict(list)

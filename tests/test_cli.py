@@ -214,3 +214,15 @@ def test_the_readme_s_run_command_parses_and_workspace_options_go_before_or_afte
     assert parser.parse_args(["status", "--workspace", "fish"]).workspace == "fish"
     assert parser.parse_args(["-w", "a", "status", "-w", "b"]).workspace == "b"
     assert parser.parse_args(["status"]).workspace is None
+
+
+def test_import_with_a_secret_file_as_labels_csv_prints_none_of_it(ws: Path, tmp_path: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(_png(1))
+    shadow = tmp_path / "shadow"
+    shadow.write_text("root:$6$very-secret:19000:0:99999:7:::\n")
+    assert main(["-w", str(ws), "import", str(photos), "--labels-csv", str(shadow)]) == 2
+    captured = capsys.readouterr()
+    assert "error:" in captured.err and "filename,label" in captured.err
+    assert "very-secret" not in captured.err + captured.out and "root:" not in captured.err + captured.out

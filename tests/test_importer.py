@@ -436,3 +436,32 @@ def test_avif_imports_where_pillow_reads_it(store: Store, tmp_path: Path) -> Non
     item = store.item(report.outcomes[0].item_id)
     assert (item.format, item.width, item.height) == ("AVIF", 32, 24)
     assert item.path.endswith(".avif")
+
+
+# ------------------------------------------------------------------- the labels CSV leaks nothing
+@pytest.mark.parametrize(
+    "content",
+    [b"root:$6$S3CR3T:19000:0:99999:7:::\ndaemon:*:19000\n", b"\x89S3CR3T\xff\xfe", b"S3CR3T"],
+)
+def test_a_file_that_is_not_a_labels_csv_is_refused_without_quoting_it(
+    store: Store, tmp_path: Path, content: bytes
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.png").write_bytes(_encode(_rgb(1), "PNG"))
+    shadow = tmp_path / "shadow"
+    shadow.write_bytes(content)
+    with pytest.raises(SourceError) as info:
+        import_path(store, root, labels="csv", labels_csv=shadow)
+    assert "S3CR3T" not in str(info.value) and "$6$" not in str(info.value)
+    assert store.count_items() == 0
+
+
+def test_a_labels_csv_that_is_a_fifo_or_device_is_refused_unread(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    os.mkfifo(tmp_path / "labels.csv")
+    with pytest.raises(SourceError, match="a FIFO"):
+        import_path(store, root, labels="csv", labels_csv=tmp_path / "labels.csv")
+    with pytest.raises(SourceError, match="a character device"):
+        import_path(store, root, labels="csv", labels_csv="/dev/zero")
