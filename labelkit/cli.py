@@ -273,10 +273,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model)
     table = predict_files(bundle, args.inputs, top_k=args.top_k, backend=args.backend, device=args.device)
     failed = int((table["error"] != "").sum())
-    if args.out:
-        table.to_csv(args.out, index=False)
-    else:
-        table.to_csv(sys.stdout, index=False)
+    from labelkit.tables import to_csv
+
+    to_csv(table, args.out or sys.stdout)  # file names in it come from anywhere: formula cells defused
     print(f"{len(table) - failed} file(s) predicted, {failed} could not be read", file=sys.stderr)
     return 0
 

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from labelkit import images
+from labelkit import images, tables
 from labelkit.atomic import write_atomically
 from labelkit.store import NewItem, NotFoundError, Store, StoreError
 
@@ -465,5 +465,5 @@ def _write_report(store: Store, report: ImportReport) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     path = store.workspace.reports / f"import-{stamp}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    report.table().to_csv(path, index=False)
+    tables.to_csv(report.table(), path)  # file names come from the source: formula cells defused
     return path
