@@ -316,10 +316,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model)
     table = predict_files(bundle, args.inputs, top_k=args.top_k, backend=args.backend, device=args.device)
     failed = int((table["error"] != "").sum())
-    if args.out:
-        table.to_csv(args.out, index=False)
-    else:
-        table.to_csv(sys.stdout, index=False)
+    from labelkit.tables import to_csv
+
+    to_csv(table, args.out or sys.stdout)  # file names in it come from anywhere: formula cells defused
     print(f"{len(table) - failed} file(s) predicted, {failed} could not be read", file=sys.stderr)
     return 0
 
@@ -408,15 +407,26 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from labelkit.importer import SourceError
     from labelkit.store import StoreError
 
     args = _parser().parse_args(argv)
+
+    def fail(message: object) -> int:
+        print(f"labelkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
     try:
         return COMMANDS[args.command](args)
     except (CliError, SourceError, StoreError, ValueError, FileNotFoundError) as exc:
-        print(f"labelkit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
+    except DBAPIError as exc:  # the database went away or refused a write after it opened
+        detail = str(exc.orig).strip().splitlines()
+        return fail(f"database: {detail[0] if detail else type(exc.orig).__name__}")
+    except OSError as exc:  # a read-only or full workspace, mid-command
+        return fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except KeyboardInterrupt:
         print("interrupted; everything imported or labelled so far is saved", file=sys.stderr)
         return 130

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+from labelkit import tables
 from labelkit.atomic import write_atomically
 from labelkit.store import Store
 
@@ -55,7 +56,6 @@ CARD = "model_card.json"
 ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-4  # largest |logit| difference the exported files may show against the model
 CHECK_BATCH = 5  # images in the export check; not the traced batch size, so the dynamic axis is tested
-_UNSAFE_IN_FOLDER_NAMES = '/\\:*?"<>|'
 
 # (done, total, what is happening) — the page draws a bar, the CLI a tqdm line.
 ExportProgress = Callable[[int, int, str], None]
@@ -87,7 +87,7 @@ def labels_table(
 
 def _write_table(table: pd.DataFrame, path: Path, fmt: str) -> None:
     writers: dict[str, Callable[[BinaryIO], object]] = {
-        "csv": lambda handle: table.to_csv(handle, index=False),
+        "csv": lambda handle: tables.to_csv(table, handle),
         "json": lambda handle: handle.write(
             json.dumps(table.to_dict(orient="records"), indent=1, default=str).encode("utf-8")
         ),
@@ -320,7 +320,7 @@ def _folder_names(classes: Iterable[tuple[int, str]]) -> dict[int, str]:
     taken: set[str] = set()
     out: dict[int, str] = {}
     for cid, name in classes:
-        safe = "".join("_" if ch in _UNSAFE_IN_FOLDER_NAMES else ch for ch in name).strip(" .") or "_"
+        safe = tables.safe_name(name)
         if safe.lower() in taken:  # case-insensitive file systems merge "Cat" and "cat"
             safe = f"{safe}-{cid}"
         taken.add(safe.lower())

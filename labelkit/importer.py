@@ -25,13 +25,14 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from labelkit import images
+from labelkit import images, tables
 from labelkit.atomic import write_atomically
 from labelkit.store import NewItem, NotFoundError, Store, StoreError
 
 LABEL_MODES = ("none", "folders", "csv")
 NEW_CLASS_MODES = ("create", "reject")
 BATCH = 256
+MAX_LABELS_CSV_BYTES = 64 * 2**20
 ANNOTATOR = "import"
 
 Progress = Callable[[int, int], None]
@@ -113,11 +114,13 @@ def import_path(
     if path.is_dir():
         candidates = list(_folder_candidates(path, with_labels=labels == "folders"))
         origin = str(path.resolve())
+    elif not path.is_file():  # a FIFO or device: even zipfile.is_zipfile would block or read forever
+        raise SourceError(f"{path} is not a folder, a zip file or an image file")
     elif zipfile.is_zipfile(path):
         candidates = list(_zip_candidates(path, prefix="", with_labels=labels == "folders"))
         origin = str(path.resolve())
     else:
-        candidates = [_Candidate(path.name, path.read_bytes)]
+        candidates = [_Candidate(path.name, functools.partial(images.read_file, path))]
         origin = str(path.resolve().parent)
     extra: list[FileOutcome] = []
     if labels_csv is not None:
@@ -159,17 +162,37 @@ def _check_choice(name: str, value: str, valid: Sequence[str]) -> None:
 
 # ------------------------------------------------------------------------------------------ sources
 def _folder_candidates(root: Path, *, with_labels: bool) -> Iterator[_Candidate]:
+    """Every file under ``root``; os.walk does not descend into linked folders, and a file link is
+    followed only when it resolves to a file inside ``root`` (checked here, read by
+    ``images.read_file``, which refuses anything but a regular file)."""
+    inside = root.resolve()
     for folder, dirs, files in os.walk(root, onerror=None):
         dirs.sort()
-        for name in sorted(files):
+        for name in sorted(files + [d for d in dirs if (Path(folder) / d).is_symlink()]):
             path = Path(folder) / name
             relative = path.relative_to(root).as_posix()
             shown = images.display_name(relative)
-            if name.startswith("."):
-                yield _Candidate(shown, path.read_bytes, problem="hidden file (skipped)")
-                continue
-            label = _folder_label(PurePosixPath(relative)) if with_labels else None
-            yield _Candidate(shown, path.read_bytes, label)
+            read = functools.partial(images.read_file, path)
+            problem = _link_problem(path, inside)
+            if problem is None and name.startswith("."):
+                problem = "hidden file (skipped)"
+            label = _folder_label(PurePosixPath(relative)) if with_labels and problem is None else None
+            yield _Candidate(shown, read, label, problem)
+
+
+def _link_problem(path: Path, inside: Path) -> str | None:
+    """Why a symbolic link under the source folder is not followed, or None to follow it."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling or a loop
+        return "broken symbolic link; not followed"
+    if target.is_dir():
+        return "symbolic link to a folder; not followed"
+    if not target.is_relative_to(inside):
+        return "symbolic link to a file outside the source folder; not followed"
+    return None
 
 
 def _folder_label(relative: PurePosixPath) -> str | None:
@@ -216,15 +239,22 @@ def _zip_problem(info: zipfile.ZipInfo, name: str) -> str | None:
 def _apply_labels_csv(
     candidates: list[_Candidate], labels_csv: Path
 ) -> tuple[list[_Candidate], list[FileOutcome]]:
+    # No message here quotes the file: the path may name any file the server can read
+    # (/etc/shadow), and an error that echoed its first line would hand it to whoever asked.
     try:
-        text = labels_csv.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"cannot read labels CSV {labels_csv}: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+        text = images.read_file(labels_csv, limit=MAX_LABELS_CSV_BYTES).decode("utf-8-sig")
+    except images.ImageError as exc:
+        raise SourceError(f"labels CSV {labels_csv}: {exc}") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"labels CSV {labels_csv} is not UTF-8 text") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text))
+        fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+    except csv.Error:
+        fields = {}
     if "filename" not in fields or "label" not in fields:
         raise SourceError(
-            f"labels CSV {labels_csv} needs a header with columns filename,label; found {reader.fieldnames}"
+            f"labels CSV {labels_csv} is not a labels CSV: its first line must be the header filename,label"
         )
     by_path = {c.source: c for c in candidates}
     by_base: dict[str, list[str]] = defaultdict(list)
@@ -296,6 +326,9 @@ def _import_batch(
             data = cand.read()
         except PermissionError:
             outcomes[pos] = FileOutcome(cand.source, "rejected", "cannot read the file: permission denied")
+            continue
+        except images.ImageError as exc:  # not a regular file, too large: refused before reading
+            outcomes[pos] = FileOutcome(cand.source, "rejected", str(exc))
             continue
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             outcomes[pos] = FileOutcome(cand.source, "rejected", f"cannot read the file: {exc}")
@@ -407,7 +440,8 @@ def _apply_labels(
     for name, ids in by_class.items():
         cid = class_ids[name]
         assert cid is not None
-        store.label_many(ids, cid, annotator=annotator, source="imported")
+        # only_unlabelled: an item labelled since the duplicate check above keeps its label.
+        store.label_many(ids, cid, annotator=annotator, source="imported", only_unlabelled=True)
     return result
 
 
@@ -431,5 +465,5 @@ def _write_report(store: Store, report: ImportReport) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     path = store.workspace.reports / f"import-{stamp}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    report.table().to_csv(path, index=False)
+    tables.to_csv(report.table(), path)  # file names come from the source: formula cells defused
     return path

@@ -230,11 +230,17 @@ def _rng_state(gen: torch.Generator) -> dict[str, Any]:
     }
 
 
+def _cpu_bytes(saved: torch.Tensor) -> torch.Tensor:
+    """A saved generator state as the CPU ByteTensor ``set_state`` takes: ``torch.load`` with
+    ``map_location=cuda`` moves it to the GPU along with the weights."""
+    return saved.detach().to(device="cpu", dtype=torch.uint8)
+
+
 def _set_rng_state(gen: torch.Generator, state: dict[str, Any]) -> None:
-    gen.set_state(state["sampler"])
-    torch.set_rng_state(state["torch"])
+    gen.set_state(_cpu_bytes(state["sampler"]))
+    torch.set_rng_state(_cpu_bytes(state["torch"]))
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_cpu_bytes(t) for t in state["cuda"]])
     np.random.set_state(state["numpy"])
 
 

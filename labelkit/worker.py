@@ -195,9 +195,11 @@ def run_round(
     settings: WorkerSettings,
     device: torch.device,
     report: Callable[[dict[str, Any]], bool],
+    halted: Callable[[], bool] = lambda: False,
 ) -> int | None:
     """Train, evaluate and predict for one job; returns the new model version id, or None if the
-    job was asked to stop (its checkpoint stays for a later resume)."""
+    job was asked to stop (its checkpoint stays for a later resume). ``halted`` is polled between
+    training steps (the worker's shutdown or a lost lease stops at once, not at the next report)."""
     try:
         workspace_plan = plan(store)
     except WeightsNotFound as error:
@@ -264,7 +266,12 @@ def run_round(
     run_dir = store.workspace.runs / f"job-{job.id}"
     resumed_from = _checkpoint_step(run_dir)
     result = train(
-        config, train_data, run_dir=run_dir, callback=on_metrics, stop=lambda: stop_asked, init=init
+        config,
+        train_data,
+        run_dir=run_dir,
+        callback=on_metrics,
+        stop=lambda: stop_asked or halted(),
+        init=init,
     )
     if result.stopped:
         return None
@@ -464,13 +471,24 @@ class Worker:
     def _heartbeat(self) -> None:
         # A thread in the worker process (not in the app): training steps can take longer than the
         # stale timeout on a slow CPU, and the lease must not look dead meanwhile.
+        last_beat = time.monotonic()
         while not self.shutdown.wait(self.settings.stale_after / 4):
             try:
                 self.store.jobs.heartbeat(self.owner)
+                last_beat = time.monotonic()
             except LeaseHeldError as exc:
-                self.log(f"worker: {exc}; stopping")
-                self._lease_lost.set()
-                self.shutdown.set()
+                self._lose_lease(str(exc))
+            except Exception as exc:  # a transient database error: log it and beat again
+                silent = time.monotonic() - last_beat
+                self.log(f"worker: heartbeat failed ({type(exc).__name__}: {exc}); retrying")
+                if silent >= self.settings.stale_after:
+                    # Another worker may take the lease over from now on: stop before two run one job.
+                    self._lose_lease(f"no heartbeat for {silent:.0f} s, so the lease may be taken over")
+
+    def _lose_lease(self, why: str) -> None:
+        self.log(f"worker: {why}; stopping")
+        self._lease_lost.set()
+        self.shutdown.set()
 
     def serve(self, *, once: bool = False) -> int:
         """Serve jobs until shut down (or, with ``once``, run one round and return)."""
@@ -486,7 +504,7 @@ class Worker:
         requeued = self.store.jobs.requeue_running()
         self.log(
             f"worker {self.owner} on {device_name(self.device)}"
-            + (" (took over a dead worker's lease)" if took_over else "")
+            + (f" ({took_over})" if took_over else "")
             + (f"; {requeued} interrupted job(s) resume" if requeued else "")
         )
         beat = threading.Thread(target=self._heartbeat, name="lease-heartbeat", daemon=True)
@@ -613,7 +631,14 @@ class Worker:
             return self.store.jobs.report(job.id, progress) or self.shutdown.is_set()
 
         try:
-            version = run_round(self.store, job, settings=self.settings, device=self.device, report=report)
+            version = run_round(
+                self.store,
+                job,
+                settings=self.settings,
+                device=self.device,
+                report=report,
+                halted=self.shutdown.is_set,
+            )
         except (RoundError, ValueError) as exc:
             self.store.jobs.finish(job.id, "failed", error=str(exc))
             self.log(f"job {job.id} failed: {exc}")
@@ -628,6 +653,9 @@ class Worker:
             self.log(traceback.format_exc())
             return
         if version is None:
+            if self._lease_lost.is_set():  # the job belongs to whoever holds the lease now
+                self.log(f"job {job.id}: stopped, lease lost; left to the worker that holds it")
+                return
             if self.shutdown.is_set() and not self.store.jobs.get(job.id).stop_requested:
                 self.store.jobs.requeue_running()  # shutting down: resume this job next start
             else:

@@ -16,6 +16,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own LABELKIT_* settings must never point a test at a real workspace.
     monkeypatch.delenv("LABELKIT_WORKSPACE", raising=False)
     monkeypatch.delenv("LABELKIT_DB_URL", raising=False)
+    monkeypatch.delenv("LABELKIT_IMPORT_ROOTS", raising=False)
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +216,58 @@ def test_the_readme_s_run_command_parses_and_workspace_options_go_before_or_afte
     assert parser.parse_args(["status", "--workspace", "fish"]).workspace == "fish"
     assert parser.parse_args(["-w", "a", "status", "-w", "b"]).workspace == "b"
     assert parser.parse_args(["status"]).workspace is None
+
+
+def test_import_with_a_secret_file_as_labels_csv_prints_none_of_it(ws: Path, tmp_path: Path, capsys) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(_png(1))
+    shadow = tmp_path / "shadow"
+    shadow.write_text("root:$6$very-secret:19000:0:99999:7:::\n")
+    assert main(["-w", str(ws), "import", str(photos), "--labels-csv", str(shadow)]) == 2
+    captured = capsys.readouterr()
+    assert "error:" in captured.err and "filename,label" in captured.err
+    assert "very-secret" not in captured.err + captured.out and "root:" not in captured.err + captured.out
+
+
+def _cli(*args: str, cwd: Path = Path(__file__).parents[1]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "labelkit", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("nonsense", "not a database URL"),
+        ("foo://x/y", "unknown kind of database"),
+        ("postgresql://u:hunter2@127.0.0.1:1/db", "is not installed"),  # psycopg 3, SQLAlchemy's default
+        ("postgresql+psycopg2://u:hunter2@127.0.0.1:1/db", "Connection refused"),  # nobody listens on port 1
+    ],
+)
+def test_a_bad_database_url_is_one_error_line_exit_2_and_no_folders(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    ws = tmp_path / "ws"
+    done = _cli("-w", str(ws), "--db-url", url, "init", "--classes", "a,b")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labelkit init: error: ") and says in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+    assert not ws.exists()  # nothing created before the database connected
+
+
+def test_a_workspace_that_cannot_be_created_is_one_error_line(tmp_path: Path) -> None:
+    # /sys refuses new folders even to root, which ignores file modes
+    done = _cli("-w", "/sys/labelkit-test-ws", "status")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("labelkit status: error: cannot create the workspace"), done.stderr
+
+
+def test_a_read_only_database_is_one_error_line_and_changes_nothing(ws: Path, tmp_path: Path) -> None:
+    assert main(["-w", str(ws), "init", "--classes", "a,b"]) == 0
+    read_only = f"sqlite:///file:{ws / 'labelkit.db'}?mode=ro&uri=true"
+    done = _cli("-w", str(ws), "--db-url", read_only, "init", "--classes", "c")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "readonly database" in done.stderr
+    assert [c.name for c in _store(ws).classes()] == ["a", "b"]

@@ -191,6 +191,30 @@ def test_class_folder_names_are_safe_and_distinct() -> None:
         [(1, "a/b"), (2, "a_b"), (3, "Cat"), (4, "cat"), (5, ".."), (6, "x: y")]
     )
     assert folders == {1: "a_b", 2: "a_b-2", 3: "Cat", 4: "cat-4", 5: "_", 6: "x_ y"}
+    # a valid 400-byte class name (Errno 36 before), two that agree in their first 200 bytes, CON
+    long = export_module._folder_names([(1, "ü" * 200), (2, "ü" * 199 + "x"), (3, "CON")])
+    assert len(long[1].encode()) <= 200 and long[2] == long[1] + "-2" and long[3] == "CON_"
+
+
+def test_labels_csv_defuses_formula_class_names_and_annotators(store: Store, tmp_path) -> None:
+    from labelkit.store import NewItem
+
+    formula = store.add_class('=HYPERLINK("http://evil","x")')
+    ids = store.add_items(
+        [NewItem("ab" * 32, "images/a.png", "images/a.png", "@a.png", "t", 8, 8, "PNG", "L")]
+    )
+    store.label(ids["ab" * 32], formula.id, annotator="+bob")
+    export_module.write_labels(store, tmp_path / "labels.csv", fmt="csv")
+    row = pd.read_csv(tmp_path / "labels.csv").iloc[0]
+    assert (
+        row["class"] == "'" + formula.name
+        and row["annotator"] == "'+bob"
+        and row["original_name"] == "'@a.png"
+    )
+    export_module.write_labels(
+        store, tmp_path / "labels.json", fmt="json"
+    )  # JSON keeps the names as they are
+    assert json.loads((tmp_path / "labels.json").read_text())[0]["class"] == formula.name
 
 
 def test_export_without_a_model_version_fails_with_a_clear_message(store: Store, tmp_path, capsys) -> None:

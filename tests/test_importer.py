@@ -4,10 +4,15 @@ odd images are converted (not rejected), broken ones get a reason, and nothing s
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -193,15 +198,15 @@ def test_unreadable_file_is_reported_and_the_rest_imported(store: Store, tmp_pat
     locked = folder / "locked.png"
     locked.write_bytes(_encode(_rgb(21), "PNG"))
     locked.chmod(0)
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self: Path) -> bytes:
+    def open_file(path, flags, *args):
         # root ignores file modes, so the test raises the error the OS gives everyone else
-        if self.name == "locked.png":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+        if Path(path).name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", open_file)
     outcomes = _by_source(import_path(store, folder))
     assert outcomes["locked.png"].status == "rejected"
     assert "permission denied" in outcomes["locked.png"].reason
@@ -331,3 +336,148 @@ def test_missing_source_and_bad_options_fail_clearly(store: Store, tmp_path: Pat
         import_path(store, tmp_path / "nowhere")
     with pytest.raises(ValueError, match="labels must be one of none, folders, csv"):
         import_path(store, tmp_path, labels="subdirs")
+
+
+# ------------------------------------------------------------------------- hostile files, bombs
+BOMB_SIDE = 8900  # 79.2 megapixels: under the pixel limit, so only the decoded-bytes limit stops it
+
+
+def _bomb_png(mode: str) -> bytes:
+    """A flat 8900² image: PNG compresses it to a few hundred KB whatever its decoded size."""
+    return _encode(Image.new(mode, (BOMB_SIDE, BOMB_SIDE), 0), "PNG")
+
+
+def _hostile_folder(root: Path, outside: Path) -> Path:
+    folder = root / "hostile"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(_encode(_rgb(1), "PNG"))
+    (folder / "z.png").symlink_to("/dev/zero")
+    os.mkfifo(folder / "fifo.png")
+    with open(folder / "sparse.png", "wb") as handle:
+        handle.truncate(2**30)  # 1 GiB of nothing, no disk blocks
+    (folder / "bomb16.png").write_bytes(_bomb_png("I;16"))
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(_encode(_rgb(2), "PNG"))
+    (folder / "escape.png").symlink_to(outside / "secret.png")
+    (folder / "inner.png").symlink_to(folder / "ok.png")  # inside the folder: followed
+    (folder / "linked-dir").symlink_to(outside, target_is_directory=True)
+    return folder
+
+
+IMPORT_AND_MEASURE = """
+import json, resource, sys
+from labelkit.importer import import_path
+from labelkit.store import Store
+from labelkit.workspace import Workspace
+store = Store.open(Workspace.resolve(sys.argv[1]))
+report = import_path(store, sys.argv[2])
+# VmHWM is this process's own peak: getrusage's ru_maxrss also counts the pytest process this one
+# was forked from (Linux keeps the high-water mark across fork and exec).
+try:
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"outcomes": {o.source: [o.status, o.reason] for o in report.outcomes}, "peak_mib": peak}))
+"""
+
+
+def test_hostile_files_each_get_a_reason_without_hanging_or_eating_memory(tmp_path: Path) -> None:
+    folder = _hostile_folder(tmp_path, tmp_path / "outside")
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORT_AND_MEASURE, str(tmp_path / "ws"), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a FIFO read would hang forever
+        cwd=Path(__file__).parents[1],
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    outcomes = {k: tuple(v) for k, v in result["outcomes"].items()}
+    # a link inside the folder is followed: the one file is imported once
+    assert sorted([outcomes["ok.png"][0], outcomes["inner.png"][0]]) == ["duplicate", "imported"]
+    assert outcomes["z.png"] == (
+        "rejected",
+        "symbolic link to a file outside the source folder; not followed",
+    )
+    assert outcomes["escape.png"] == outcomes["z.png"]
+    assert outcomes["fifo.png"] == ("rejected", "not a regular file (a FIFO); not read")
+    assert outcomes["sparse.png"] == ("rejected", "file too large (1024 MiB; limit 256 MiB)")
+    assert outcomes["linked-dir"] == ("rejected", "symbolic link to a folder; not followed")
+    # the 16-bit bomb (151 MiB decoded) is under the limit and converts without float copies
+    assert outcomes["bomb16.png"][0] == "imported"
+    print(f"peak RSS of the hostile import: {result['peak_mib']:.0f} MiB")
+    assert result["peak_mib"] < 500, result["peak_mib"]
+
+
+def test_an_rgba_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    data = _bomb_png("RGBA")
+    assert len(data) < 2**20
+    with pytest.raises(images.ImageError, match=r"302 MiB decoded; limit 192 MiB"):
+        images.decode(data)
+
+
+def test_read_file_refuses_devices_and_fifos_without_blocking(tmp_path: Path) -> None:
+    with pytest.raises(images.ImageError, match="a character device"):
+        images.read_file("/dev/zero")
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(images.ImageError, match="a FIFO"):
+        images.read_file(tmp_path / "pipe")
+    with pytest.raises(images.ImageError, match="a folder"):
+        images.read_file(tmp_path)
+
+
+def test_a_fifo_given_as_the_source_is_refused(store: Store, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.zip")
+    with pytest.raises(SourceError, match="not a folder, a zip file or an image file"):
+        import_path(store, tmp_path / "pipe.zip")
+
+
+@pytest.mark.skipif("AVIF" not in images.FORMATS, reason="this Pillow does not read AVIF")
+def test_avif_imports_where_pillow_reads_it(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "a.avif").write_bytes(_encode(_rgb(3, (32, 24)), "AVIF"))
+    report = import_path(store, tmp_path / "a.avif")
+    assert report.counts()["imported"] == 1
+    item = store.item(report.outcomes[0].item_id)
+    assert (item.format, item.width, item.height) == ("AVIF", 32, 24)
+    assert item.path.endswith(".avif")
+
+
+# ------------------------------------------------------------------- the labels CSV leaks nothing
+@pytest.mark.parametrize(
+    "content",
+    [b"root:$6$S3CR3T:19000:0:99999:7:::\ndaemon:*:19000\n", b"\x89S3CR3T\xff\xfe", b"S3CR3T"],
+)
+def test_a_file_that_is_not_a_labels_csv_is_refused_without_quoting_it(
+    store: Store, tmp_path: Path, content: bytes
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a.png").write_bytes(_encode(_rgb(1), "PNG"))
+    shadow = tmp_path / "shadow"
+    shadow.write_bytes(content)
+    with pytest.raises(SourceError) as info:
+        import_path(store, root, labels="csv", labels_csv=shadow)
+    assert "S3CR3T" not in str(info.value) and "$6$" not in str(info.value)
+    assert store.count_items() == 0
+
+
+def test_a_labels_csv_that_is_a_fifo_or_device_is_refused_unread(store: Store, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    os.mkfifo(tmp_path / "labels.csv")
+    with pytest.raises(SourceError, match="a FIFO"):
+        import_path(store, root, labels="csv", labels_csv=tmp_path / "labels.csv")
+    with pytest.raises(SourceError, match="a character device"):
+        import_path(store, root, labels="csv", labels_csv="/dev/zero")
+
+
+def test_the_import_report_csv_defuses_formula_file_names(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "=HYPERLINK(1).png").write_bytes(_encode(_rgb(1), "PNG"))
+    (folder / "-bad.png").write_bytes(b"not an image")
+    report = import_path(store, folder)
+    sources = set(pd.read_csv(report.csv_path)["source"])
+    assert sources == {"'=HYPERLINK(1).png", "'-bad.png"}
+    assert {o.source for o in report.outcomes} == {"=HYPERLINK(1).png", "-bad.png"}  # stored as given

@@ -334,3 +334,25 @@ def test_postgresql_backend_runs_the_same_store(pg_url: str, tmp_path) -> None:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         store.close()
+
+
+def test_only_unlabelled_skips_items_labelled_when_the_transaction_runs(labelled) -> None:
+    store, items, classes = labelled
+    human = store.label(items[0], classes[0], annotator="ana")
+    saved = store.label_many(
+        items[:3], classes[1], annotator="model", source="pseudo_accepted", only_unlabelled=True
+    )
+    assert sorted(a.item_id for a in saved) == sorted(items[1:3])
+    assert store.current_label(items[0]).annotation_id == human.id
+    assert store.label_many([items[0]], classes[2], annotator="x", only_unlabelled=True) == []
+    # without the flag a relabel is still a relabel
+    assert store.label_many([items[0]], classes[2], annotator="ana")[0].class_id == classes[2]
+
+
+def test_review_accept_racing_a_human_label_never_overwrites_it(tmp_path) -> None:
+    from benchmarks.bench_accept_race import race
+
+    result = race(tmp_path / "race", trials=20)
+    assert result["human_label_survived"] == 20
+    assert result["pseudo_written_after_human"] == 0
+    assert 0 < result["accept_wrote"] < 20  # both orders of commit occurred

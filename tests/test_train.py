@@ -84,6 +84,36 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny: TrainData) -> None
     assert [s for s, _ in resumed.history] == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_restores_generator_states_that_torch_load_moved_off_the_cpu(
+    tmp_path, tiny: TrainData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU, ``torch.load(map_location=cuda)`` moves the saved states to the GPU, and
+    ``set_state`` takes only a CPU ByteTensor. Without a GPU, the stand-in is a loader that hands
+    the states back as some other tensor (int16 here); the resume must still equal a whole run."""
+    config = _config(("supervised",), steps=4, checkpoint_every=0)
+    whole = train(config, tiny)
+    polls = iter([False, False, True])
+    train(config, tiny, run_dir=tmp_path, stop=lambda: next(polls))
+
+    real_load = torch.load
+    seen: list[object] = []
+
+    def load_elsewhere(*args, **kwargs):
+        state = real_load(*args, **kwargs)
+        seen.append(kwargs.get("map_location"))
+        rng = state["rng"]
+        rng["sampler"], rng["torch"] = rng["sampler"].to(torch.int16), rng["torch"].to(torch.int16)
+        return state
+
+    with pytest.raises(TypeError, match="ByteTensor"):  # what set_state does with such a state
+        torch.Generator().set_state(torch.zeros(8, dtype=torch.int16))
+    monkeypatch.setattr(torch, "load", load_elsewhere)
+    resumed = train(config, tiny, run_dir=tmp_path)
+    assert seen == [torch.device("cpu")] and resumed.step == 4
+    for a, b in zip(whole.student.parameters(), resumed.student.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 def test_resume_refuses_a_checkpoint_of_a_different_run(tmp_path, tiny: TrainData) -> None:
     train(_config(steps=2), tiny, run_dir=tmp_path)
     with pytest.raises(ValueError, match=r"different \['lr'\]"):

@@ -6,18 +6,22 @@ import math
 import os
 import random
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from sqlalchemy.exc import OperationalError
 
 from labelkit.demo import build_demo, source_index
 from labelkit.store import Store
-from labelkit.store.jobs import LeaseHeldError
+from labelkit.store.jobs import LeaseHeldError, retry_locked
 from labelkit.worker import (
     RoundError,
     Worker,
@@ -151,13 +155,145 @@ def test_a_round_without_two_labelled_classes_explains_what_is_missing(store: St
 
 def test_a_live_lease_refuses_a_second_worker_and_a_stale_one_is_taken_over(store: Store) -> None:
     jobs = store.jobs
-    assert jobs.acquire("a", pid=1, host="h", device="cpu", stale_after=30) is False
+    assert jobs.acquire("a", pid=1, host="h", device="cpu", stale_after=30) is None
     with pytest.raises(LeaseHeldError, match="pid 1 on h"):
         jobs.acquire("b", pid=2, host="h", device="cpu", stale_after=30)
-    assert jobs.acquire("b", pid=2, host="h", device="cpu", stale_after=0) is True
+    assert "stale lease of worker pid 1 on h" in jobs.acquire(
+        "b", pid=2, host="h", device="cpu", stale_after=0
+    )
     with pytest.raises(LeaseHeldError):
         jobs.heartbeat("a")  # the old holder learns it lost the lease
     jobs.heartbeat("b")
+
+
+def test_a_fresh_lease_whose_process_is_gone_from_this_host_is_taken_over_at_once(store: Store) -> None:
+    host = socket.gethostname()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store.jobs.acquire("dead", pid=gone.pid, host=host, device="cpu", stale_after=3600)
+    message = store.jobs.acquire("new", pid=os.getpid(), host=host, device="cpu", stale_after=3600)
+    assert message is not None and f"pid {gone.pid} on {host}, which no longer runs" in message
+    assert store.jobs.lease().owner == "new"
+    # a live process on this host keeps its lease, and so does one on another host
+    with pytest.raises(LeaseHeldError, match=f"pid {os.getpid()}"):
+        store.jobs.acquire("third", pid=gone.pid, host=host, device="cpu", stale_after=3600)
+    store.jobs.acquire("far", pid=gone.pid, host="other-host", device="cpu", stale_after=0)
+    with pytest.raises(LeaseHeldError, match="other-host"):
+        store.jobs.acquire("fourth", pid=os.getpid(), host=host, device="cpu", stale_after=3600)
+
+
+def test_the_heartbeat_survives_transient_database_errors(store: Store) -> None:
+    messages: list[str] = []
+    worker = Worker(store, WorkerSettings(stale_after=0.4), log=messages.append)
+    store.jobs.acquire(worker.owner, pid=os.getpid(), host="h", device="cpu", stale_after=0.4)
+    real = store.jobs.heartbeat
+    calls: list[str] = []
+
+    def flaky(owner: str) -> None:
+        calls.append(owner)
+        if len(calls) <= 2:
+            raise OperationalError("UPDATE worker_lease", {}, Exception("disk I/O error"))
+        real(owner)
+
+    store.jobs.heartbeat = flaky  # type: ignore[method-assign]
+    beat = threading.Thread(target=worker._heartbeat)
+    beat.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 4:  # two failures, then two good beats
+            assert time.monotonic() < deadline, messages
+            time.sleep(0.02)
+        assert store.jobs.lease().age() < 0.3
+        assert beat.is_alive() and not worker._lease_lost.is_set()
+        assert sum("heartbeat failed (OperationalError" in m for m in messages) == 2
+    finally:
+        worker.shutdown.set()
+        beat.join()
+
+
+def test_a_heartbeat_failing_past_the_stale_timeout_stops_the_worker(store: Store) -> None:
+    messages: list[str] = []
+    worker = Worker(store, WorkerSettings(stale_after=0.2), log=messages.append)
+
+    def down(owner: str) -> None:
+        raise OperationalError("UPDATE worker_lease", {}, Exception("unable to open database file"))
+
+    store.jobs.heartbeat = down  # type: ignore[method-assign]
+    beat = threading.Thread(target=worker._heartbeat)
+    beat.start()
+    beat.join(timeout=5)
+    assert not beat.is_alive() and worker._lease_lost.is_set() and worker.shutdown.is_set()
+    assert "may be taken over; stopping" in messages[-1]
+
+
+def test_a_worker_that_loses_its_lease_stops_training_and_leaves_the_job_alone(store: Store) -> None:
+    _labelled_demo(store, n=40, labels=20)
+    job_id = store.jobs.enqueue("train", {"config": {**TINY, "steps": 5000}, "image_size": 16})
+    messages: list[str] = []
+    worker = Worker(
+        store, WorkerSettings(stale_after=0.4, poll=0.05, auto_min_new_labels=0), log=messages.append
+    )
+    serving = threading.Thread(target=worker.serve)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 120
+        while store.jobs.get(job_id).progress.get("step", 0) < 2:
+            assert time.monotonic() < deadline and serving.is_alive(), messages
+            time.sleep(0.05)
+        store.jobs.acquire("usurper", pid=os.getpid(), host="elsewhere", device="cpu", stale_after=0)
+        serving.join(timeout=30)
+        assert not serving.is_alive(), "the worker went on after losing its lease"
+    finally:
+        worker.shutdown.set()
+        serving.join()
+    job = store.jobs.get(job_id)
+    # stopped within a heartbeat and a step, and neither requeued nor finished: the job is the new
+    # holder's now
+    assert job.status == "running" and job.progress["step"] < 5000
+    assert store.jobs.lease().owner == "usurper"
+    assert any("lease was taken over" in m for m in messages)
+
+
+def test_claim_waits_out_a_write_lock_longer_than_the_busy_timeout(tmp_path, monkeypatch) -> None:
+    from labelkit.store import db
+
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 200)
+    store = Store.open(Workspace.resolve(tmp_path / "ws"))
+    try:
+        job_id = store.jobs.enqueue("train")
+        locker = sqlite3.connect(
+            store.workspace.root / "labelkit.db", isolation_level=None, check_same_thread=False
+        )
+        locker.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.7, locker.rollback)  # 3.5 busy timeouts
+        release.start()
+        try:
+            assert store.jobs.claim("w").id == job_id
+        finally:
+            release.join()
+            locker.close()
+    finally:
+        store.close()
+
+
+def test_retry_locked_retries_only_a_locked_database() -> None:
+    calls = []
+
+    def locked() -> None:
+        calls.append(1)
+        raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
+
+    with pytest.raises(OperationalError):
+        retry_locked(locked, attempts=3, pause=0)
+    assert len(calls) == 3
+
+    def broken() -> None:
+        calls.append(2)
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: jobs"))
+
+    with pytest.raises(OperationalError, match="no such table"):
+        retry_locked(broken, attempts=3, pause=0)
+    assert calls.count(2) == 1
 
 
 def test_failed_round_is_recorded_and_the_worker_keeps_serving(store: Store) -> None:
@@ -189,7 +325,7 @@ def test_an_idle_worker_before_the_first_model_prepares_the_cold_start_embedding
     assert sorted(ids.tolist()) == sorted(store.item_table()["item_id"]) and embeddings.shape[0] == 12
 
 
-def _start_worker(ws: Path) -> subprocess.Popen:
+def _start_worker(ws: Path, stale_after: float = 2) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -199,7 +335,7 @@ def _start_worker(ws: Path) -> subprocess.Popen:
             str(ws),
             "worker",
             "--stale-after",
-            "2",
+            str(stale_after),
             "--poll",
             "0.2",
             "--auto-min-new-labels",
@@ -247,8 +383,8 @@ def test_kill_9_at_random_moments_leaves_the_workspace_consistent_and_training_r
         assert store.versions.all() == []
         assert not [p for p in (ws / "runs").iterdir() if p.name.startswith("model-")]
         assert store.jobs.get(job_id).status == "running"
-    time.sleep(2.1)  # the dead worker's lease goes stale
-    proc = _start_worker(ws)
+    # No waiting for the dead worker's lease to go stale: its process is gone from this host.
+    proc = _start_worker(ws, stale_after=600)
     try:
         deadline = time.monotonic() + 180
         while store.jobs.get(job_id).status != "done":
@@ -258,7 +394,7 @@ def test_kill_9_at_random_moments_leaves_the_workspace_consistent_and_training_r
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    assert "took over a dead worker's lease" in out and "1 interrupted job(s) resume" in out
+    assert "which no longer runs" in out and "1 interrupted job(s) resume" in out
     version = store.versions.get(store.jobs.get(job_id).model_version_id)
     # resumed from the last checkpoint before the second kill (checkpoints every 2 steps), not from 0
     assert killed_at[-1] - 2 - TINY["log_every"] <= version.metrics["resumed_from_step"] <= killed_at[-1]

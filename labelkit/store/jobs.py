@@ -8,11 +8,15 @@ it was running go back to the queue (their run folder holds the checkpoint to re
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from labelkit.store.schema import Job, WorkerLease
 from labelkit.store.schema import utcnow as _now
@@ -21,6 +25,40 @@ if TYPE_CHECKING:
     from labelkit.store.store import Store
 
 LEASE_ID = 1
+LOCKED_RETRIES = 4  # each attempt already waits out SQLite's busy timeout
+T = TypeVar("T")
+
+
+def is_locked(error: OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": another process held the write lock too long."""
+    text = str(error.orig).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def retry_locked(action: Callable[[], T], *, attempts: int = LOCKED_RETRIES, pause: float = 0.5) -> T:
+    """Run ``action``; when the database stays locked past the busy timeout, try again (up to
+    ``attempts`` times in all), so a long write elsewhere does not kill an idle worker."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except OperationalError as error:
+            if attempt == attempts or not is_locked(error):
+                raise
+            time.sleep(pause * attempt)
+    raise AssertionError("unreachable")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -103,7 +141,12 @@ class JobQueue:
             return [_job(r) for r in rows]
 
     def claim(self, worker: str) -> JobInfo | None:
-        """Take the oldest queued job (atomically: two workers never get the same one)."""
+        """Take the oldest queued job (atomically: two workers never get the same one).
+
+        Retries while the database stays locked (a long import or migration elsewhere)."""
+        return retry_locked(lambda: self._claim(worker))
+
+    def _claim(self, worker: str) -> JobInfo | None:
         with self._store.write() as s:
             row = s.scalars(
                 select(Job)
@@ -163,23 +206,35 @@ class JobQueue:
                 return None
             return LeaseInfo(row.owner, row.pid, row.host, row.device, row.started_at, row.heartbeat_at)
 
-    def acquire(self, owner: str, *, pid: int, host: str, device: str, stale_after: float) -> bool:
-        """Take the lease if free or stale; returns True if a dead worker's lease was taken over.
+    def acquire(self, owner: str, *, pid: int, host: str, device: str, stale_after: float) -> str | None:
+        """Take the lease if free, stale, or held by a process of this host that no longer exists.
 
-        Raises ``LeaseHeldError`` naming the live holder otherwise.
+        Returns a sentence saying whose lease was taken over (None when the lease was free or ours);
+        raises ``LeaseHeldError`` naming the live holder otherwise.
         """
         now = _now()
         with self._store.write() as s:
             row = s.get(WorkerLease, LEASE_ID, with_for_update=True)
-            took_over = False
+            took_over: str | None = None
             if row is not None and row.owner != owner:
                 age = (now - row.heartbeat_at).total_seconds()
-                if age < stale_after:
+                # A worker killed with SIGKILL leaves a lease that looks live until it goes stale;
+                # on its own host we can see at once that its process is gone.
+                if row.host == host and not pid_alive(row.pid):
+                    took_over = (
+                        f"took over the lease of worker pid {row.pid} on {row.host}, which no longer "
+                        f"runs (heartbeat {age:.0f} s ago)"
+                    )
+                elif age < stale_after:
                     raise LeaseHeldError(
                         f"a worker already serves this workspace (pid {row.pid} on {row.host}, "
                         f"heartbeat {age:.0f} s ago); stop it first or wait {stale_after - age:.0f} s"
                     )
-                took_over = True
+                else:
+                    took_over = (
+                        f"took over the stale lease of worker pid {row.pid} on {row.host} "
+                        f"(no heartbeat for {age:.0f} s)"
+                    )
             if row is None:
                 row = WorkerLease(id=LEASE_ID)
                 s.add(row)

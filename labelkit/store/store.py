@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session
 
 from labelkit.store import db
@@ -50,6 +52,10 @@ class ClassInUseError(StoreError):
 
 class UndoConflictError(StoreError):
     pass
+
+
+class DatabaseError(StoreError):
+    """The workspace's database cannot be opened (bad URL, missing driver, unreachable, read-only)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,30 @@ class CurrentLabelInfo:
     updated_at: datetime
 
 
+def _open_error(error: BaseException, url: str) -> str | None:
+    """One line saying why the database at ``url`` cannot be opened, or None for an error that is
+    not about opening it (a bug, which keeps its traceback). Passwords never appear."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        scheme = url.split(":", 1)[0][:40]
+        return f"not a database URL: {scheme!r}… (expected e.g. sqlite:///path or postgresql://host/db)"
+    if isinstance(error, NoSuchModuleError):
+        return f"unknown kind of database in {shown} (supported: sqlite, postgresql)"
+    if isinstance(error, ModuleNotFoundError):
+        return (
+            f"the database driver {error.name!r} for {shown} is not installed (pip install "
+            "'labelkit[postgres]' installs psycopg2; name it in the URL: postgresql+psycopg2://…)"
+        )
+    if isinstance(error, DBAPIError):
+        detail = str(error.orig).strip().splitlines()
+        return f"cannot open the database {shown}: {detail[0] if detail else type(error.orig).__name__}"
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot create the workspace{where}: {error.strerror or error}"
+    return None
+
+
 def _item_info(row: Item) -> ItemInfo:
     return ItemInfo(
         id=row.id,
@@ -194,10 +224,25 @@ class Store:
 
     @classmethod
     def open(cls, workspace: Workspace | None = None) -> Store:
-        """Open (creating and migrating if needed) the workspace's database."""
-        workspace = (workspace or Workspace.resolve()).ensure()
-        reader, writer = db.create_engines(workspace.db_url)
-        db.upgrade(writer)
+        """Open (creating and migrating if needed) the workspace's database, then its folders.
+
+        The database connects first, so a bad URL or a dead server creates no folders. Raises
+        ``DatabaseError`` with one line for a person when it cannot.
+        """
+        workspace = workspace or Workspace.resolve()
+        try:
+            reader, writer = db.create_engines(workspace.db_url)
+            try:
+                db.upgrade(writer)
+            except BaseException:
+                reader.dispose()
+                raise
+            workspace.ensure()
+        except Exception as error:
+            reason = _open_error(error, workspace.db_url)
+            if reason is None:
+                raise
+            raise DatabaseError(reason) from error
         return cls(workspace, reader, writer)
 
     @functools.cached_property
@@ -538,8 +583,14 @@ class Store:
         annotator: str,
         source: str = "human",
         model_version_id: int | None = None,
+        only_unlabelled: bool = False,
     ) -> list[AnnotationInfo]:
-        """Label items (``class_id=None`` removes their label) in one transaction, committed on return."""
+        """Label items (``class_id=None`` removes their label) in one transaction, committed on return.
+
+        ``only_unlabelled`` skips items that have a label when the transaction runs (the bulk paths:
+        an accepted pseudo-label or an import never overwrites anyone's label, even one given a moment
+        ago in another process); the returned annotations are then those of the items written.
+        """
         if source not in SOURCES:
             raise StoreError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         who = _check_annotator(annotator)
@@ -558,6 +609,11 @@ class Store:
                     f"no item with id {missing[0]}"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                 )
+            if only_unlabelled and ids:
+                # Checked under the write lock taken above (BEGIN IMMEDIATE on SQLite, the row
+                # locks on PostgreSQL), so no label can land between this read and the writes.
+                taken = set(s.scalars(select(CurrentLabel.item_id).where(CurrentLabel.item_id.in_(ids))))
+                ids = [i for i in ids if i not in taken]
             rows = [self._append(s, i, class_id, source, who, None, model_version_id) for i in ids]
             return [_annotation_info(r) for r in rows]
 

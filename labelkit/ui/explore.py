@@ -39,11 +39,20 @@ def _items(n: int) -> str:
 def _label_selection(store: Store, item_ids: list[int], class_id: int, name: str) -> None:
     annotator = state.get("annotator") or os.environ.get("USER") or "expert"
     try:
-        store.label_many(item_ids, class_id, annotator=annotator, source="human")
+        # A lasso easily takes in labelled items too; they keep their labels (checked inside the
+        # write transaction), relabelling one is the Label page's job.
+        saved = store.label_many(
+            item_ids, class_id, annotator=annotator, source="human", only_unlabelled=True
+        )
     except StoreError as error:
         flash("error", str(error))
         return
-    flash("success", f"Labelled {_items(len(item_ids))} as {name}")
+    kept = len(set(item_ids)) - len(saved)
+    flash(
+        "success",
+        f"Labelled {_items(len(saved))} as {name}"
+        + (f"; {kept} already labelled kept their label" if kept else ""),
+    )
 
 
 def _queue_selection(store: Store, item_ids: list[int]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from labelkit import tables
 from labelkit.export import ExportError, export_zip, labels_table
 from labelkit.store import Store
 from labelkit.store.versions import VersionInfo
@@ -120,7 +121,7 @@ def _labels(store: Store) -> None:
     st.write(f"{total} labelled items" + (f" ({detail})" if detail else ""))
     st.download_button(
         "Download labels (CSV)",
-        lambda: labels_table(store).to_csv(index=False),
+        lambda: tables.csv_text(labels_table(store)),
         file_name="labels.csv",
         mime="text/csv",
         key="export_labels_csv",

@@ -10,6 +10,7 @@ import streamlit as st
 from labelkit.importer import ImportReport, import_path, import_uploads
 from labelkit.store import Store, StoreError
 from labelkit.ui import resources
+from labelkit.workspace import ENV_IMPORT_ROOTS
 
 # What the upload box offers; the importer decides by content, these only filter the file picker.
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "zip"]
@@ -77,17 +78,28 @@ def _uploads(store: Store) -> None:
 
 
 def _server_path(store: Store) -> None:
-    source = st.text_input("Folder or .zip on the server", key="home_path", placeholder="/data/photos")
+    roots = store.workspace.import_roots
+    if not roots:
+        st.info(
+            f"Importing from the server is off. Set {ENV_IMPORT_ROOTS} to the folders it may read "
+            "(separated by ':') and restart the app."
+        )
+        return
+    st.caption("Reads only inside " + ", ".join(f"`{r}`" for r in roots))
+    source = st.text_input("Folder or .zip on the server", key="home_path", placeholder=str(roots[0]))
     labels = st.radio(
         "Labels", list(LABEL_CHOICES), format_func=LABEL_CHOICES.get, key="home_labels", horizontal=True
     )
     labels_csv = st.text_input("Labels CSV on the server", key="home_labels_csv") if labels == "csv" else None
     if st.button("Import from the server", key="home_path_button", disabled=not source.strip()):
-        _run_import(
-            lambda progress: import_path(
-                store, source.strip(), labels=labels, labels_csv=labels_csv or None, progress=progress
-            )
-        )
+
+        def start(progress: Callable[[int, int], None]) -> ImportReport:
+            # Both paths resolved (symbolic links included) and checked against the roots first.
+            folder = store.workspace.server_path(source.strip())
+            csv = store.workspace.server_path(labels_csv.strip()) if labels_csv else None
+            return import_path(store, folder, labels=labels, labels_csv=csv, progress=progress)
+
+        _run_import(start)
 
 
 def _report(report: ImportReport) -> None:

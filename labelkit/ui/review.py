@@ -85,32 +85,53 @@ def _cancel_accept() -> None:
     state.pop("review_pending", None)
 
 
-def _accept(store: Store, version_id: int, groups: Mapping[int, Sequence[int]]) -> None:
-    state.pop("review_pending", None)
+@dataclass
+class Accepted:
+    """What one accept wrote: annotation ids, how many per class name, and the error that stopped it."""
+
+    annotations: list[int]
+    per_class: dict[str, int]
+    failure: StoreError | None = None
+
+
+def write_accepts(
+    store: Store, version_id: int | None, groups: Mapping[int, Sequence[int]], annotator: str
+) -> Accepted:
+    """Save ``class id -> item ids`` as pseudo_accepted labels of the active, unlabelled items.
+
+    Someone may have labelled an item since the page was drawn, or labels it right now in another
+    session: the store skips labelled items inside its write transaction, so a pseudo-label never
+    overwrites a label.
+    """
     table = store.item_table().set_index("item_id")
     names = {c.id: c.name for c in store.classes()}
-    annotations: list[int] = []
-    accepted: dict[str, int] = {}
-    failure: StoreError | None = None
+    out = Accepted([], {})
     try:
         for class_id, item_ids in groups.items():
-            # Someone may have labelled an item since the page was drawn: a pseudo-label never
-            # overwrites a label.
             rows = table.reindex(list(item_ids))
-            free = rows.index[rows["class_id"].isna() & rows["status"].eq("active")].tolist()
-            if not free:
+            active = rows.index[rows["status"].eq("active")].tolist()
+            if not active:
                 continue
             saved = store.label_many(
-                free,
+                active,
                 class_id,
-                annotator=state["annotator"],
+                annotator=annotator,
                 source="pseudo_accepted",
                 model_version_id=version_id,
+                only_unlabelled=True,
             )
-            annotations.extend(a.id for a in saved)
-            accepted[names.get(class_id, str(class_id))] = len(saved)
+            if saved:
+                out.annotations.extend(a.id for a in saved)
+                out.per_class[names.get(class_id, str(class_id))] = len(saved)
     except StoreError as error:
-        failure = error
+        out.failure = error
+    return out
+
+
+def _accept(store: Store, version_id: int, groups: Mapping[int, Sequence[int]]) -> None:
+    state.pop("review_pending", None)
+    result = write_accepts(store, version_id, groups, state["annotator"])
+    annotations, accepted, failure = result.annotations, result.per_class, result.failure
     if annotations:
         state["review_undo"].append(annotations)
     for ids in groups.values():
