@@ -6,7 +6,7 @@ import contextlib
 import functools
 import secrets
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,8 @@ from labelkit.store.versions import ModelRegistry
 from labelkit.workspace import Workspace
 
 # Streamlit reserves "c" and "r" for its own shortcuts; the Label page uses non-letter keys.
-SHORTCUT_KEYS = "1234567890" + "".join(k for k in string.ascii_lowercase if k not in "cr")
+DIGIT_KEYS = tuple("1234567890")
+SHORTCUT_KEYS = "".join(DIGIT_KEYS) + "".join(k for k in string.ascii_lowercase if k not in "cr")
 MAX_CLASS_NAME = 200
 MAX_ANNOTATOR = 100
 
@@ -179,6 +180,16 @@ def _check_shortcut(key: str | None) -> str | None:
     return key
 
 
+def default_shortcut(name: str, taken: Collection[str], reserved: Collection[str] = ()) -> str | None:
+    """The key a new class gets unless one is chosen: a class named by a digit ("3") gets that key,
+    so the digit you see is the digit you press; any other name the first free key that is neither
+    taken nor ``reserved`` (the keys of digit-named classes about to be added)."""
+    own = name.strip()
+    if own in DIGIT_KEYS and own not in taken:
+        return own
+    return next((k for k in SHORTCUT_KEYS if k not in taken and k not in reserved), None)
+
+
 class Store:
     """A workspace's database: classes, items, the annotation history and current labels.
 
@@ -246,7 +257,10 @@ class Store:
         known = ", ".join(c.name for c in self.classes()) or "none yet"
         raise NotFoundError(f"unknown class {name!r} (classes: {known})")
 
-    def add_class(self, name: str, *, shortcut: str | None = None) -> ClassInfo:
+    def add_class(
+        self, name: str, *, shortcut: str | None = None, reserved: Collection[str] = ()
+    ) -> ClassInfo:
+        """Add a class; without ``shortcut`` it gets ``default_shortcut``'s key."""
         clean = _check_class_name(name)
         key = _check_shortcut(shortcut)
         with self.write() as s:
@@ -257,7 +271,7 @@ class Store:
             if key is not None and key in taken:
                 raise StoreError(f"shortcut {key!r} is already used by another class")
             if key is None:
-                key = next((k for k in SHORTCUT_KEYS if k not in taken), None)
+                key = default_shortcut(clean, taken, reserved)
             position = max((c.position for c in live), default=-1) + 1
             row = LabelClass(name=clean, position=position, shortcut=key, created_at=_now())
             s.add(row)
@@ -267,11 +281,14 @@ class Store:
     def ensure_classes(self, names: Iterable[str]) -> list[ClassInfo]:
         """Add the classes that do not exist yet; return all of ``names`` in order."""
         existing = {c.name.casefold(): c for c in self.classes()}
+        names = list(names)
+        # Digit-named classes keep their own key free even if a class before them is new.
+        reserved = {n.strip() for n in names if n.strip() in DIGIT_KEYS}
         out = []
         for name in names:
             key = " ".join(name.split()).casefold()
             if key not in existing:
-                existing[key] = self.add_class(name)
+                existing[key] = self.add_class(name, reserved=reserved)
             out.append(existing[key])
         return out
 
