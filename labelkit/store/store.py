@@ -180,7 +180,7 @@ def _check_shortcut(key: str | None) -> str | None:
     return key
 
 
-def default_shortcut(name: str, taken: Collection[str], reserved: Collection[str] = ()) -> str | None:
+def default_shortcut(name: str, taken: Collection[str | None], reserved: Collection[str] = ()) -> str | None:
     """The key a new class gets unless one is chosen: a class named by a digit ("3") gets that key,
     so the digit you see is the digit you press; any other name the first free key that is neither
     taken nor ``reserved`` (the keys of digit-named classes about to be added)."""
