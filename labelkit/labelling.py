@@ -15,7 +15,8 @@ import base64
 import functools
 import io
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -167,19 +168,39 @@ class EventLedger:
             # A client acknowledged further than this process knows (the server restarted): the
             # events up to its base were applied by the earlier process.
             client.high = max(client.high, update.base)
+            ready: list[Event] = []
             for event in update.events:
-                if event.seq <= client.high:
+                if event.seq <= client.high + len(ready):
                     continue
-                if event.seq != client.high + 1:
+                if event.seq != client.high + len(ready) + 1:
                     break  # a gap: the missing event comes with the next update
-                done = self._apply_one(client, event, event.annotator or annotator)
-                client.applied[event.seq] = done
-                client.high = event.seq
-                out.append(done)
+                ready.append(event)
+            for group in _label_runs(ready, annotator):
+                for done in self._apply_group(client, group, group[0].annotator or annotator):
+                    client.applied[done.event.seq] = done
+                    client.high = done.event.seq
+                    out.append(done)
             for old in [s for s in client.applied if s <= client.high - _KEPT_PER_CLIENT]:
                 del client.applied[old]
                 client.undone.discard(old)
         return out
+
+    def _apply_group(self, client: _Client, group: list[Event], annotator: str) -> Iterator[Applied]:
+        """A run of labels in one transaction; one by one if the store refuses it, so that the
+        refusal is told against its own event and the others are saved. Yields each as it is
+        committed: the caller records it before a later one can fail."""
+        if len(group) > 1:
+            try:
+                saved = self._store.label_each(
+                    [(e.item_id, e.class_id) for e in group if e.class_id is not None], annotator=annotator
+                )
+            except StoreError:
+                pass
+            else:
+                yield from (Applied(e, (a.id,)) for e, a in zip(group, saved, strict=True))
+                return
+        for event in group:
+            yield self._apply_one(client, event, annotator)
 
     def _apply_one(self, client: _Client, event: Event, annotator: str) -> Applied:
         try:
@@ -203,16 +224,71 @@ class EventLedger:
             return Applied(event, error=str(error))
 
 
+def _label_runs(events: list[Event], annotator: str) -> list[list[Event]]:
+    """``events`` cut into groups: runs of labels by one annotator, every other event alone."""
+    groups: list[list[Event]] = []
+    for event in events:
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and event.kind == "label"
+            and last[-1].kind == "label"
+            and (last[-1].annotator or annotator) == (event.annotator or annotator)
+        ):
+            last.append(event)
+        else:
+            groups.append([event])
+    return groups
+
+
 # ------------------------------------------------------------------------------------- what is shown
-def kept_batch(batch: Sequence[int] | None, *, drop: Collection[int], minimum: int) -> list[int] | None:
-    """What is left of a ranked batch once the items in ``drop`` (labelled, skipped, acted on)
-    leave it; None when it is gone or fewer than ``minimum`` remain and the order must rank anew.
-    Ranking (k-means for cold_start, a model's scores) costs far more than one page run, so a
-    batch serves many runs."""
-    if batch is None:
-        return None
-    left = [i for i in batch if i not in drop]
-    return left if len(left) >= minimum else None
+# Rankings run here, one at a time per process, so that a page run never waits for one it can do
+# without (k-means for cold_start takes seconds on a loaded machine; an expert labels 30 a second).
+_RANKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelkit-rank")
+
+
+@dataclass
+class Lookahead:
+    """A session's ranked items ahead of the labeller, for one queue (``key``: order, filter,
+    start key, model version...). ``ranking``: a new ranking under way in the background."""
+
+    key: Hashable
+    ids: list[int]
+    ranking: Future[list[int]] | None = None
+
+
+def lookahead(
+    current: Lookahead | None,
+    key: Hashable,
+    *,
+    rank: Callable[[list[int]], list[int]],
+    fill: Callable[[int, list[int]], list[int]],
+    exclude: Sequence[int],
+    gone: Collection[int] = (),
+    size: int,
+    low: int,
+) -> tuple[Lookahead, list[int]]:
+    """The next ``size`` items to preload, and the state to keep for the next run.
+
+    ``rank(exclude)`` is the queue order (best first); ``fill(n, exclude)`` a cheap order (the
+    random ring) for when the ranked items run out; both leave out ``exclude`` (what the session
+    labelled, skipped or acted on) and apply the queue's filter. A new queue is ranked now; after
+    that, when fewer than ``low`` ranked items are left, ranking starts in the background and the
+    items left are topped up from ``fill`` until it is done. ``gone``: items that left the queue
+    since it was ranked (labelled elsewhere), dropped from the ranked ones as ``exclude`` is.
+    """
+    drop = {*exclude, *gone}
+    if current is None or current.key != key:
+        current = Lookahead(key, rank(list(exclude)))
+    if current.ranking is not None and current.ranking.done():
+        # a failed ranking raises here, in the page, where the user sees it
+        current.ids, current.ranking = current.ranking.result(), None
+    left = [i for i in current.ids if i not in drop]
+    if len(left) < low and current.ranking is None:
+        current.ranking = _RANKER.submit(rank, list(exclude))
+    if len(left) < size:
+        left += fill(size - len(left), [*exclude, *left])
+    return current, left[:size]
 
 
 @dataclass(frozen=True)

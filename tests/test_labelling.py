@@ -12,15 +12,16 @@ from labelkit.labelling import (
     Event,
     EventError,
     EventLedger,
+    Lookahead,
     Suggestion,
     Update,
     image_uri,
-    kept_batch,
+    lookahead,
     parse_update,
     suggestions,
     top_classes,
 )
-from labelkit.store import Store
+from labelkit.store import Store, StoreError
 from tests.uitools import add_model_version, add_png_items
 
 CLIENT = "client-0001"
@@ -268,10 +269,62 @@ def test_image_uri_is_a_png_data_uri_of_the_stored_image(store: Store, items: li
     assert uri.startswith("data:image/png;base64,")
 
 
-def test_a_ranked_batch_serves_until_too_little_of_it_is_left() -> None:
-    assert kept_batch([5, 3, 8, 1], drop={3}, minimum=2) == [5, 8, 1]
-    assert kept_batch([5, 3, 8, 1], drop={3, 5, 1}, minimum=2) is None
-    assert kept_batch(None, drop=set(), minimum=0) is None
+class Orders:
+    """A ranking that can be held back, and the ring, over items 1..N."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.ranked = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def rank(self, exclude: list[int]) -> list[int]:
+        self.release.wait(10)
+        self.ranked += 1
+        # best first: the highest ids
+        return [i for i in range(self.n, 0, -1) if i not in exclude][:6]
+
+    def fill(self, count: int, exclude: list[int]) -> list[int]:
+        return [i for i in range(1, self.n + 1) if i not in exclude][:count]
+
+
+def _settle(state: Lookahead) -> None:
+    if state.ranking is not None:
+        state.ranking.result(timeout=10)
+
+
+def test_lookahead_ranks_a_new_queue_at_once_and_serves_it_for_several_runs() -> None:
+    orders = Orders(20)
+    state, ids = lookahead(None, "q", rank=orders.rank, fill=orders.fill, exclude=[], size=4, low=3)
+    assert ids == [20, 19, 18, 17] and orders.ranked == 1
+    state, ids = lookahead(state, "q", rank=orders.rank, fill=orders.fill, exclude=[20, 19], size=4, low=3)
+    assert ids == [18, 17, 16, 15] and orders.ranked == 1 and state.ranking is None
+
+
+def test_lookahead_ranks_in_the_background_and_tops_up_from_the_ring_meanwhile() -> None:
+    orders = Orders(20)
+    state, _ = lookahead(None, "q", rank=orders.rank, fill=orders.fill, exclude=[], size=4, low=3)
+    orders.release.clear()  # the next ranking takes its time
+    done = [20, 19, 18, 17]
+    state, ids = lookahead(state, "q", rank=orders.rank, fill=orders.fill, exclude=done, size=4, low=3)
+    # two ranked items left (16, 15), below low: ranking started, the ring fills the rest
+    assert ids == [16, 15, 1, 2]
+    assert state.ranking is not None and not state.ranking.done()
+    orders.release.set()
+    _settle(state)
+    state, ids = lookahead(state, "q", rank=orders.rank, fill=orders.fill, exclude=[*done, 16], size=4, low=3)
+    assert ids == [15, 14, 13, 12] and orders.ranked == 2
+
+
+def test_lookahead_drops_items_that_left_the_queue_and_starts_over_for_another_queue() -> None:
+    orders = Orders(20)
+    state, _ = lookahead(None, "q", rank=orders.rank, fill=orders.fill, exclude=[], size=4, low=1)
+    state, ids = lookahead(
+        state, "q", rank=orders.rank, fill=orders.fill, exclude=[], gone={19}, size=4, low=1
+    )
+    assert ids == [20, 18, 17, 16]
+    state, ids = lookahead(state, "other", rank=orders.rank, fill=orders.fill, exclude=[5], size=2, low=1)
+    assert ids == [20, 19] and state.key == "other" and orders.ranked == 2
 
 
 def test_an_event_is_saved_under_the_annotator_who_pressed_the_key(store: Store, items: list[int]) -> None:
@@ -283,3 +336,54 @@ def test_an_event_is_saved_under_the_annotator_who_pressed_the_key(store: Store,
     raw = {"client": CLIENT, "base": 0, "events": [{"seq": 1, "kind": "skip", "item_id": 1, "annotator": 5}]}
     with pytest.raises(EventError, match="annotator"):
         parse_update(raw)
+
+
+def test_a_run_of_labels_is_saved_in_one_transaction(
+    store: Store, items: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = EventLedger(store)
+    a, b = cls(store, "a"), cls(store, "b")
+
+    def one_by_one(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a run of labels went through Store.label one at a time")
+
+    monkeypatch.setattr(store, "label", one_by_one)
+    events = [label(1, items[0], a), label(2, items[1], b), label(3, items[2], a)]
+    assert len(ledger.apply(update(*events), annotator="ana")) == 3
+    assert current(store) == {items[0]: a, items[1]: b, items[2]: a}
+
+
+def test_a_failure_inside_a_run_keeps_the_labels_saved_before_it(
+    store: Store, items: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is refused as a whole (a missing item), so it goes one by one; the database then
+    fails on the third: the first two are recorded as applied and are not written again."""
+    ledger = EventLedger(store)
+    a = cls(store, "a")
+    real, calls = store.label, []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError("disk I/O error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "label", flaky)
+    events = [label(1, items[0], a), label(2, 10_000, a), label(3, items[1], a)]
+    with pytest.raises(OSError):
+        ledger.apply(update(*events), annotator="ana")
+    assert ledger.high_water(CLIENT) == 2
+    monkeypatch.setattr(store, "label", real)
+    assert [d.event.seq for d in ledger.apply(update(*events), annotator="ana")] == [3]
+    assert store.annotations()["item_id"].tolist() == [items[0], items[1]]
+
+
+def test_store_label_each_writes_all_in_order_or_nothing(store: Store, items: list[int]) -> None:
+    a, b = cls(store, "a"), cls(store, "b")
+    with pytest.raises(StoreError, match="no item with id 10000"):
+        store.label_each([(items[0], a), (10_000, b)], annotator="ana")
+    assert store.annotations().empty
+    saved = store.label_each([(items[0], a), (items[1], b), (items[0], b)], annotator="ana")
+    assert [(r.item_id, r.class_id) for r in saved] == [(items[0], a), (items[1], b), (items[0], b)]
+    assert current(store) == {items[0]: b, items[1]: b}
+    assert store.rebuild_current_labels() == 0

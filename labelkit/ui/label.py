@@ -23,7 +23,7 @@ from labelkit.labelling import (
     Suggestion,
     Update,
     image_uri,
-    kept_batch,
+    lookahead,
     parse_update,
     suggestions,
 )
@@ -46,7 +46,7 @@ STATUS_FILTERS = {"Unlabelled": False, "Labelled": True, "All": None}
 # Items the labeller holds ahead. A page rerun answers an update in 0.3–1.5 s on a loaded machine,
 # and an expert at 20 ms a key must not run out in that time; only images the browser does not
 # hold yet travel, at most IMAGE_CHARS of them per run (the rest follow in the next runs).
-PRELOAD = 100
+PRELOAD = 250
 IMAGE_CHARS = 3_000_000
 REJECTED_KEPT = 20
 
@@ -221,19 +221,21 @@ def _item_data(
 
 
 def _upcoming(store: Store, where: QueueFilter, exclude: list[int], version: int | None) -> list[int]:
-    """The next ``PRELOAD`` items: the session's ranked batch while enough of it is left, ranked
-    anew when it runs low, when the queue changes or when a new model version arrives."""
-    key = (state["label_order"], where, state["label_start_key"], state["label_epoch"], version)
-    cached = state.get("label_batch")
-    drop = set(exclude)
-    if where.labeled is False:
-        drop.update(store.current_labels()["item_id"].tolist())  # labelled meanwhile, here or elsewhere
-    ids = kept_batch(cached[1] if cached and cached[0] == key else None, drop=drop, minimum=PRELOAD // 2)
-    if ids is None:
-        ids = queue_order(state["label_order"])(
-            store, where=where, start_key=state["label_start_key"], limit=PRELOAD, exclude=exclude
-        )
-        state["label_batch"] = (key, ids)
+    """The next ``PRELOAD`` items: the session's ranked batch, ranked anew in the background as
+    it runs low (and now when the queue changes or a new model version arrives)."""
+    # labelled since the batch was ranked, here or elsewhere
+    gone = set(store.current_labels()["item_id"].tolist()) if where.labeled is False else set()
+    order, start = queue_order(state["label_order"]), state["label_start_key"]
+    state["label_lookahead"], ids = lookahead(
+        state.get("label_lookahead"),
+        (state["label_order"], where, start, state["label_epoch"], version),
+        rank=lambda ex: order(store, where=where, start_key=start, limit=PRELOAD, exclude=ex),
+        fill=lambda n, ex: store.queue_ids(start_key=start, limit=n, where=where, exclude=ex),
+        exclude=exclude,
+        gone=gone,
+        size=PRELOAD,
+        low=PRELOAD // 2,
+    )
     return ids
 
 
