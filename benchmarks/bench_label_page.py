@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +75,13 @@ def run(keys: int, interval_ms: float, *, worker: bool, seed: int) -> dict[str, 
                 settle_s = time.perf_counter() - started - pressing_s
                 latencies = next_image_ms(page)
                 result = verdict(workspace, presses, since_id=0)
+                store = Store.open(workspace)
+                try:
+                    # rounds the worker finished while the keys were pressed (it trains every 20 labels)
+                    versions = len(store.versions.all())
+                    jobs = Counter(f"{j.kind} {j.status}" for j in store.jobs.recent(100))
+                finally:
+                    store.close()
         finally:
             if trainer is not None:
                 trainer.terminate()
@@ -84,7 +92,12 @@ def run(keys: int, interval_ms: float, *, worker: bool, seed: int) -> dict[str, 
         "keys": keys,
         "interval_ms": interval_ms,
         "worker": worker,
+        "model_versions_at_the_end": versions,
+        "worker_jobs_at_the_end": dict(jobs),
         "pressing_s": round(pressing_s, 2),
+        # Playwright's press is a round trip to the browser: on a loaded machine it takes longer
+        # than the interval asked for, and the presses come as fast as it can send them
+        "achieved_interval_ms": round(pressing_s / keys * 1000, 1),
         "acknowledged_after_last_key_s": round(settle_s, 2),
         "next_image_median_ms": round(median(latencies), 1),
         "next_image_p95_ms": round(percentile(latencies, 95), 1),

@@ -45,9 +45,10 @@ def open_labeller(page: Any, base: str, *, timeout_ms: int = 90_000) -> None:
     if annotator.input_value() != ANNOTATOR:
         annotator.fill(ANNOTATOR)
         annotator.press("Enter")
-        # the rerun that carries the new name reaches the server before any label does
-        time.sleep(1.0)
-        page.wait_for_function("() => window.__labeller.ready", timeout=timeout_ms)
+    # events carry the name the labeller last heard from the server: wait for the new one
+    page.wait_for_function(
+        f"() => window.__labeller.ready && window.__labeller.annotator === {ANNOTATOR!r}", timeout=timeout_ms
+    )
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.evaluate(RECORDER)
 
@@ -81,14 +82,17 @@ def digit_keys(count: int, seed: int = 0) -> list[str]:
 def verdict(workspace: Workspace, presses: list[Press], since_id: int) -> dict[str, int]:
     """Where the labels of ``presses`` landed, from the annotations after ``since_id``:
     misapplied (a label on another item or of another class than the key pressed over it),
-    lost (a press over an image without its label), unbound (presses with no image on screen)."""
+    lost (a press over an image without its label by ``ANNOTATOR``), unbound (presses with no
+    image on screen)."""
     store = Store.open(workspace)
     try:
         by_key = {c.shortcut: c.id for c in store.classes()}
         history = store.annotations(since_id=since_id)
     finally:
         store.close()
-    history = history[(history["annotator"] == ANNOTATOR) & history["reverts_id"].isna()]
+    history = history[history["reverts_id"].isna()]
+    others = int((history["annotator"] != ANNOTATOR).sum())
+    history = history[history["annotator"] == ANNOTATOR]
     expected = Counter((p.item_id, by_key[p.key]) for p in presses if p.item_id is not None)
     landed = Counter(zip(history["item_id"].astype(int), history["class_id"].astype(int), strict=True))
     return {
@@ -98,6 +102,7 @@ def verdict(workspace: Workspace, presses: list[Press], since_id: int) -> dict[s
         "lost": int(sum((expected - landed).values())),
         "unbound": sum(p.item_id is None for p in presses),
         "distinct_items": len({p.item_id for p in presses if p.item_id is not None}),
+        "by_another_annotator": others,  # labels stored under another name than the one typed
     }
 
 

@@ -62,6 +62,7 @@ def test_pressing_1_stores_class_a_on_the_image_shown_and_says_saved(small: tupl
         "lost": 0,
         "unbound": 0,
         "distinct_items": 1,
+        "by_another_annotator": 0,
     }
 
 
