@@ -14,7 +14,7 @@ from labelkit.store import Store
 from labelkit.workspace import Workspace
 from tests.e2e.labeller_drive import digit_keys, open_labeller, press_keys, verdict, wait_saved
 from tests.served import CHROMIUM, chromium, served_app
-from tests.uitools import make_workspace
+from tests.uitools import add_model_version, make_workspace
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +100,28 @@ def test_events_pressed_offline_show_as_pending_and_a_reload_replays_them_once(
         assert wait_saved(page), "the replayed events were not acknowledged"
         result = verdict(workspace, saved + offline, since_id=0)
     assert (result["misapplied"], result["lost"], result["labels"]) == (0, 0, 10), result
+
+
+def test_enter_accepts_the_model_s_guess_backspace_undoes_and_right_skips(tmp_path: Path) -> None:
+    _need_chromium()
+    workspace = make_workspace(tmp_path / "ws", items=5, classes=["a", "b"])
+    store = Store.open(workspace)
+    ids = store.queue_ids(start_key=0, limit=5)
+    probs = [[0.2, 0.8], [0.5, 0.5], [0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]
+    add_model_version(store, ids, probs)
+    top = {i: "b" if p[1] > p[0] else "a" for i, p in zip(ids, probs, strict=True)}
+    with served_app(workspace.root, tmp_path / "streamlit.log") as base, chromium() as browser:
+        page = browser.new_page()
+        open_labeller(page, base)
+        page.get_by_text("suggests (Enter accepts)").wait_for(timeout=10_000)
+        accepted = press_keys(page, ["Enter"], interval_ms=0)[0].item_id
+        skipped = press_keys(page, ["ArrowRight"], interval_ms=0)[1].item_id
+        assert skipped != accepted
+        undone = press_keys(page, ["2", "Backspace"], interval_ms=0)[2].item_id
+        assert wait_saved(page, timeout_s=30)
+        shown = page.evaluate("() => window.__labeller.current.id")
+    assert shown == undone  # the undone item is back on screen
+    assert store.current_label(accepted).class_id == store.class_by_name(top[accepted]).id
+    assert store.current_label(undone) is None and store.current_label(skipped) is None
+    assert len(store.annotations()) == 3  # the accepted label, the label of "2" and its undo
+    store.close()

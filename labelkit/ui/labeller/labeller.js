@@ -322,11 +322,21 @@ function receive(L, data) {
   for (const next of L.upcoming.slice(0, 3)) preload(next);
 }
 
+// Keys typed into a text box (the annotator's name, a select's search) are text, not labels; a
+// focused radio, checkbox or button (the sidebar's last click) must not swallow them.
+const TEXT_INPUTS = new Set(["text", "search", "number", "password", "email", "url", "tel"]);
+
+function typing(origin) {
+  if (!origin || !origin.tagName) return false;
+  const tag = origin.tagName.toLowerCase();
+  if (tag === "textarea" || tag === "select" || origin.isContentEditable) return true;
+  return tag === "input" && TEXT_INPUTS.has((origin.getAttribute("type") || "text").toLowerCase());
+}
+
 function onKey(L, e) {
   if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
   const origin = e.composedPath ? e.composedPath()[0] : e.target;
-  const tag = origin && origin.tagName ? origin.tagName.toLowerCase() : "";
-  if (tag === "input" || tag === "textarea" || tag === "select" || (origin && origin.isContentEditable)) return;
+  if (typing(origin)) return;
   if (!L.dom || !L.dom.top.isConnected) return;
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
   let handled = true;
