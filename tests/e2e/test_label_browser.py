@@ -125,3 +125,28 @@ def test_enter_accepts_the_model_s_guess_backspace_undoes_and_right_skips(tmp_pa
     assert store.current_label(undone) is None and store.current_label(skipped) is None
     assert len(store.annotations()) == 3  # the accepted label, the label of "2" and its undo
     store.close()
+
+
+def test_a_duplicated_tab_labels_as_another_client(demo: tuple[str, Workspace]) -> None:
+    """A duplicated tab starts with a copy of the first tab's sessionStorage (its client id and
+    sequence numbers); both tabs keep labelling, and every label of both lands."""
+    base, workspace = demo
+    with chromium() as browser:
+        context = browser.new_context()
+        first = context.new_page()
+        open_labeller(first, base)
+        presses = press_keys(first, digit_keys(3, seed=3), interval_ms=20)
+        assert wait_saved(first)
+        copied = first.evaluate("() => window.sessionStorage.getItem('labelkit.labeller')")
+        second = context.new_page()
+        second.add_init_script(f"window.sessionStorage.setItem('labelkit.labeller', {copied!r})")
+        open_labeller(second, base)
+        first.bring_to_front()
+        presses = press_keys(first, digit_keys(3, seed=4), interval_ms=20)  # all six of the first tab
+        second.bring_to_front()
+        presses += press_keys(second, digit_keys(3, seed=5), interval_ms=20)
+        assert wait_saved(first) and wait_saved(second)
+        clients = {p.evaluate("() => window.__labeller.client") for p in (first, second)}
+        result = verdict(workspace, presses, since_id=0)
+    assert len(clients) == 2
+    assert (result["misapplied"], result["lost"], result["labels"]) == (0, 0, 9), result

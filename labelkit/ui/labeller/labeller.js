@@ -17,15 +17,65 @@ const RESEND_MS = 6000;
 const LOG_KEPT = 5000;
 const CACHE_KEPT = 300; // items whose image the browser keeps (and tells the server it has)
 
+// A duplicated browser tab starts with a copy of the sessionStorage, client id included; two pages
+// numbering events as one client would have one's events taken for repeats of the other's. So a
+// page claims its client id in localStorage while it lives (released on pagehide, which a reload
+// fires first); a page that finds its id held by another live page starts as a new client.
+const CLAIMS = "labelkit.labeller.claims";
+const CLAIM_EXPIRES_MS = 60000; // a page that died without pagehide frees its id after this
+const PAGE = String(Math.random()).slice(2) + Date.now();
+
+function claims() {
+  try {
+    return JSON.parse(window.localStorage.getItem(CLAIMS) || "{}") || {};
+  } catch (_) {
+    return {};
+  }
+}
+
+function claim(client) {
+  const all = claims();
+  const now = Date.now();
+  for (const [id, held] of Object.entries(all)) if (now - held.at > CLAIM_EXPIRES_MS) delete all[id];
+  if (all[client] && all[client].page !== PAGE) return false;
+  all[client] = { page: PAGE, at: now };
+  try {
+    window.localStorage.setItem(CLAIMS, JSON.stringify(all));
+  } catch (_) {
+    // no localStorage: duplicated tabs cannot be told apart, everything else works
+  }
+  return true;
+}
+
+function release(client) {
+  const all = claims();
+  if (all[client] && all[client].page === PAGE) {
+    delete all[client];
+    try {
+      window.localStorage.setItem(CLAIMS, JSON.stringify(all));
+    } catch (_) {
+      // nothing to release then
+    }
+  }
+}
+
+function newClient() {
+  const id = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) + Date.now();
+  claim(id);
+  return { client: id, nextSeq: 1, acked: 0, outbox: [] };
+}
+
 function restore() {
   try {
     const saved = JSON.parse(window.sessionStorage.getItem(STORAGE) || "null");
-    if (saved && typeof saved.client === "string" && Array.isArray(saved.outbox)) return saved;
+    if (saved && typeof saved.client === "string" && Array.isArray(saved.outbox)) {
+      // held by a live page: this is its duplicate, and the outbox is that page's to send
+      if (claim(saved.client)) return saved;
+    }
   } catch (_) {
     // unreadable storage: start a new client
   }
-  const client = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2) + Date.now();
-  return { client, nextSeq: 1, acked: 0, outbox: [] };
+  return newClient();
 }
 
 function createState() {
@@ -374,7 +424,16 @@ export default function (component) {
     // capture: the keys reach the labeller before Streamlit's own shortcuts
     document.addEventListener("keydown", L.listener, true);
   }
-  if (!L.timer) L.timer = window.setInterval(() => L.outbox.length && send(L, false), RESEND_MS / 3);
+  if (!L.timer) {
+    L.timer = window.setInterval(() => {
+      claim(L.client); // the heartbeat of this page's claim
+      if (L.outbox.length) send(L, false);
+    }, RESEND_MS / 3);
+  }
+  if (!L.released) {
+    L.released = () => release(L.client);
+    window.addEventListener("pagehide", L.released);
+  }
   // the first update introduces the client (and replays an outbox kept over a reload)
   if (L.sends === 0 || (L.outbox.length && !L.inflight)) send(L, L.sends === 0);
   return () => {
