@@ -177,17 +177,25 @@ def test_too_few_labels_to_check_says_why(monkeypatch, store) -> None:
 
 
 def test_label_page_shows_the_latest_models_prediction_for_the_current_item(monkeypatch, store, ids) -> None:
+    import json
+
     at = open_app(monkeypatch, store.workspace, "labelkit/ui/label.py")
-    shown = at.session_state["label_current"]
-    expected = {ids[n]: text for n, text in (("u0", "a (99%)"), ("u1", "a (75%)"), ("u2", "a (70%)"))}
-    expected |= {ids["u3"]: "b (90%)", ids["u4"]: "a (50%)"}
-    assert unescaped(at.caption[0].value) == f"Model v1: {expected[shown]}"
+    (labeller,) = at.get("bidi_component")  # the browser's labeller gets each item's top classes
+    data = json.loads(labeller.proto.json)
+    expected = {ids[n]: top for n, top in (("u0", ("a", 99)), ("u1", ("a", 75)), ("u2", ("a", 70)))}
+    expected |= {ids["u3"]: ("b", 90), ids["u4"]: ("a", 50)}
+    assert data["model"] == "Model v1"
+    got = {i["id"]: (i["top"][0]["name"], round(100 * i["top"][0]["confidence"])) for i in data["items"]}
+    assert got == expected
     assert not at.exception
 
 
 def test_label_page_shows_no_prediction_before_the_first_model(monkeypatch, store) -> None:
+    import json
+
     at = open_app(monkeypatch, store.workspace, "labelkit/ui/label.py")
-    assert not any("Model v" in c.value for c in at.caption)
+    data = json.loads(at.get("bidi_component")[0].proto.json)
+    assert data["model"] is None and all(i["top"] == [] for i in data["items"])
     assert not at.exception
 
 

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import secrets
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,8 @@ from labelkit.store.versions import ModelRegistry
 from labelkit.workspace import Workspace
 
 # Streamlit reserves "c" and "r" for its own shortcuts; the Label page uses non-letter keys.
-SHORTCUT_KEYS = "1234567890" + "".join(k for k in string.ascii_lowercase if k not in "cr")
+DIGIT_KEYS = tuple("1234567890")
+SHORTCUT_KEYS = "".join(DIGIT_KEYS) + "".join(k for k in string.ascii_lowercase if k not in "cr")
 MAX_CLASS_NAME = 200
 MAX_ANNOTATOR = 100
 
@@ -210,6 +211,16 @@ def _check_shortcut(key: str | None) -> str | None:
     return key
 
 
+def default_shortcut(name: str, taken: Collection[str | None], reserved: Collection[str] = ()) -> str | None:
+    """The key a new class gets unless one is chosen: a class named by a digit ("3") gets that key,
+    so the digit you see is the digit you press; any other name the first free key that is neither
+    taken nor ``reserved`` (the keys of digit-named classes about to be added)."""
+    own = name.strip()
+    if own in DIGIT_KEYS and own not in taken:
+        return own
+    return next((k for k in SHORTCUT_KEYS if k not in taken and k not in reserved), None)
+
+
 class Store:
     """A workspace's database: classes, items, the annotation history and current labels.
 
@@ -297,7 +308,10 @@ class Store:
         known = ", ".join(c.name for c in self.classes()) or "none yet"
         raise NotFoundError(f"unknown class {name!r} (classes: {known})")
 
-    def add_class(self, name: str, *, shortcut: str | None = None) -> ClassInfo:
+    def add_class(
+        self, name: str, *, shortcut: str | None = None, reserved: Collection[str] = ()
+    ) -> ClassInfo:
+        """Add a class; without ``shortcut`` it gets ``default_shortcut``'s key."""
         clean = _check_class_name(name)
         key = _check_shortcut(shortcut)
         with self.write() as s:
@@ -308,7 +322,7 @@ class Store:
             if key is not None and key in taken:
                 raise StoreError(f"shortcut {key!r} is already used by another class")
             if key is None:
-                key = next((k for k in SHORTCUT_KEYS if k not in taken), None)
+                key = default_shortcut(clean, taken, reserved)
             position = max((c.position for c in live), default=-1) + 1
             row = LabelClass(name=clean, position=position, shortcut=key, created_at=_now())
             s.add(row)
@@ -318,11 +332,14 @@ class Store:
     def ensure_classes(self, names: Iterable[str]) -> list[ClassInfo]:
         """Add the classes that do not exist yet; return all of ``names`` in order."""
         existing = {c.name.casefold(): c for c in self.classes()}
+        names = list(names)
+        # Digit-named classes keep their own key free even if a class before them is new.
+        reserved = {n.strip() for n in names if n.strip() in DIGIT_KEYS}
         out = []
         for name in names:
             key = " ".join(name.split()).casefold()
             if key not in existing:
-                existing[key] = self.add_class(name)
+                existing[key] = self.add_class(name, reserved=reserved)
             out.append(existing[key])
         return out
 
@@ -615,6 +632,28 @@ class Store:
                 taken = set(s.scalars(select(CurrentLabel.item_id).where(CurrentLabel.item_id.in_(ids))))
                 ids = [i for i in ids if i not in taken]
             rows = [self._append(s, i, class_id, source, who, None, model_version_id) for i in ids]
+            return [_annotation_info(r) for r in rows]
+
+    def label_each(
+        self, labels: Sequence[tuple[int, int]], *, annotator: str, source: str = "human"
+    ) -> list[AnnotationInfo]:
+        """Label each ``(item_id, class_id)`` in order, in one transaction (one commit, where one
+        ``label`` call each would wait for a disk flush each), committed on return; a refusal
+        (unknown item or class) raises and writes none of them."""
+        if source not in SOURCES:
+            raise StoreError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+        who = _check_annotator(annotator)
+        with self.write() as s:
+            for class_id in {c for _, c in labels}:
+                self._live_class(s, class_id)
+            ids = list(dict.fromkeys(i for i, _ in labels))
+            known = (
+                set(s.scalars(select(Item.id).where(Item.id.in_(ids)).with_for_update())) if ids else set()
+            )
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise NotFoundError(f"no item with id {missing[0]}")
+            rows = [self._append(s, i, c, source, who, None, None) for i, c in labels]
             return [_annotation_info(r) for r in rows]
 
     def label(

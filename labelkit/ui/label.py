@@ -1,24 +1,39 @@
 """Label page: one image at a time with a key per class, or a grid of thumbnails labelled in bulk.
 
-Every action runs in a button callback, so the page drawn after it already shows its result: the
-next item, and "Saved ✓" only once ``Store.label`` has returned (it commits before returning).
+One at a time is the browser's labeller (``labelkit.ui.labeller``): it handles the keys and shows
+the next preloaded image at once; each action reaches this page as an event naming the item that
+was on screen, applied exactly once by ``labelkit.labelling.EventLedger``, and the labeller says
+"Saved ✓" only for events the server acknowledged (``Store.label`` commits before returning).
+The grid's actions run in button callbacks, so the page drawn after one already shows its result.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
 
 import streamlit as st
-from streamlit.delta_generator import DeltaGenerator
 
 from labelkit import images
+from labelkit.labelling import (
+    EventError,
+    EventLedger,
+    Suggestion,
+    Update,
+    image_uri,
+    lookahead,
+    parse_update,
+    suggestions,
+)
 from labelkit.queue import QUEUE_ORDERS, new_start_key, queue_order
 from labelkit.queue import reason as queue_reason
-from labelkit.store import ClassInfo, QueueFilter, Store, StoreError
+from labelkit.store import ClassInfo, ItemInfo, QueueFilter, Store, StoreError
 from labelkit.store.schema import SOURCES
 from labelkit.ui import resources
 from labelkit.ui.common import flash, plain, show_flash, undo_last
+from labelkit.ui.labeller import LABELLER_KEY, labeller
 
 DEFAULT_ORDER = "margin"
 # A grid page is labelled as one batch: ranked by uncertainty alone it would hold near-copies of
@@ -28,6 +43,12 @@ GRID_COLUMNS = 6
 IMAGE_HEIGHT = 560  # pixels on screen
 GRID_SIZES = (24, 36, 48)
 STATUS_FILTERS = {"Unlabelled": False, "Labelled": True, "All": None}
+# Items the labeller holds ahead. A page rerun answers an update in 0.3–1.5 s on a loaded machine,
+# and an expert at 20 ms a key must not run out in that time; only images the browser does not
+# hold yet travel, at most IMAGE_CHARS of them per run (the rest follow in the next runs).
+PRELOAD = 250
+IMAGE_CHARS = 3_000_000
+REJECTED_KEPT = 20
 
 state = st.session_state
 
@@ -38,9 +59,10 @@ def _keep_annotator() -> None:
 
 
 def _reset_queue() -> None:
-    state["label_current"] = None
     state["label_seen"] = []
     state["label_grid_page"] = 0
+    # a new epoch tells the labeller to drop what it preloaded from the old queue
+    state["label_epoch"] = state.get("label_epoch", 0) + 1
 
 
 def _label(store: Store, item_ids: Sequence[int], label: ClassInfo) -> None:
@@ -51,16 +73,10 @@ def _label(store: Store, item_ids: Sequence[int], label: ClassInfo) -> None:
         return
     state["label_undo"].append([a.id for a in saved])
     state["label_seen"].extend(item_ids)
-    state["label_current"] = None
     for item_id in item_ids:
         state.pop(f"label_pick_{item_id}", None)
     suffix = "" if len(item_ids) == 1 else f" on {len(item_ids)} items"
     flash("success", f"Saved ✓ {label.name}{suffix}")
-
-
-def _skip(item_id: int) -> None:
-    state["label_seen"].append(item_id)
-    state["label_current"] = None
 
 
 def _undo(store: Store) -> None:
@@ -69,7 +85,6 @@ def _undo(store: Store) -> None:
         return
     items = {a.item_id for a in reverted}
     state["label_seen"] = [i for i in state["label_seen"] if i not in items]
-    state["label_current"] = reverted[0].item_id
     flash("success", f"Undone ({len(reverted)} label{'s' if len(reverted) > 1 else ''})")
 
 
@@ -82,13 +97,17 @@ def _turn_page(step: int) -> None:
     state["label_grid_page"] += step
 
 
-def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
+def _defaults() -> None:
     state.setdefault("annotator", os.environ.get("USER") or "expert")
     state.setdefault("label_annotator_input", state["annotator"])
     state.setdefault("label_start_key", new_start_key())
     state.setdefault("label_undo", [])
-    if "label_current" not in state:
+    state.setdefault("label_rejected", [])
+    if "label_seen" not in state:
         _reset_queue()
+
+
+def _sidebar(store: Store, classes: list[ClassInfo]) -> QueueFilter:
     with st.sidebar:
         st.text_input("Annotator", key="label_annotator_input", on_change=_keep_annotator, max_chars=100)
         st.radio("Mode", ["One at a time", "Grid"], key="label_mode", horizontal=True)
@@ -139,76 +158,139 @@ def _progress(store: Store, classes: list[ClassInfo]) -> None:
     )
 
 
-def _single(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
-    order = queue_order(state["label_order"])
-    if state["label_current"] is None:
-        ids = order(
-            store, where=where, start_key=state["label_start_key"], limit=1, exclude=state["label_seen"]
-        )
-        state["label_current"] = ids[0] if ids else None
-    item_id = state["label_current"]
-    undo_disabled = not ready or not state["label_undo"]
-    if item_id is None:
-        st.info("No more items match this filter.")
-        if state["label_seen"]:
-            st.button("Start over with the skipped items", on_click=_reset_queue)
-        st.button(
-            "Undo",
-            key="label_undo_button",
-            shortcut="backspace",
-            disabled=undo_disabled,
-            on_click=_undo,
-            args=(store,),
-        )
-        return
-    item = store.item(item_id)
-    picture, controls = st.columns([3, 1])
-    image = images.load(store.workspace.path(item.path))
-    # Scale to a fixed height so tall photos fit the screen and tiny ones are big enough to judge;
-    # Streamlit caps a width wider than the column at the column's width.
-    width = round(IMAGE_HEIGHT * image.width / image.height)
-    picture.image(image, caption=plain(item.original_name), width=width)
-    _prediction(store, classes, item_id, picture)
-    why = queue_reason(state["label_order"], item_id)
-    if why:
-        picture.caption(plain(f"Why this image: {why}"))
-    with controls:
-        current = store.current_label(item_id)
-        if current is not None:
-            name = next((c.name for c in classes if c.id == current.class_id), "a deleted class")
-            st.caption(plain(f"Now labelled {name} ({current.source}, by {current.annotator})"))
-        for c in classes:
-            st.button(
-                plain(c.name),
-                key=f"label_class_{c.id}",
-                shortcut=c.shortcut,
-                disabled=not ready,
-                width="stretch",
-                on_click=_label,
-                args=(store, [item_id], c),
-            )
-        st.button(
-            "Skip", key="label_skip", shortcut="right", width="stretch", on_click=_skip, args=(item_id,)
-        )
-        st.button(
-            "Undo",
-            key="label_undo_button",
-            shortcut="backspace",
-            width="stretch",
-            disabled=undo_disabled,
-            on_click=_undo,
-            args=(store,),
-        )
+@st.cache_resource(show_spinner=False)
+def _ledger(root: str, db_url: str, _store: Store) -> EventLedger:
+    # One per server process and workspace: a reload opens a new session, and its browser re-sends
+    # what was not acknowledged, so the applied sequence numbers must outlive the session.
+    return EventLedger(_store)
 
 
-def _prediction(store: Store, classes: list[ClassInfo], item_id: int, where: DeltaGenerator) -> None:
-    """The latest model's class and confidence for the item (nothing before the first model)."""
+def _sent_update() -> Any:
+    raw = state.get(LABELLER_KEY)
+    return raw.get("update") if isinstance(raw, Mapping) else None
+
+
+def _apply_update(store: Store) -> tuple[Update | None, EventLedger]:
+    """Apply what the labeller sent (idempotent: a repeat applies nothing) and note per session
+    which items were labelled or skipped, so the queue moves past them."""
+    ledger = _ledger(str(store.workspace.root), store.workspace.db_url, store)
+    try:
+        update = parse_update(_sent_update())
+    except EventError as error:
+        flash("error", f"The labeller sent an update the server cannot read: {error}")
+        return None, ledger
+    if update is None:
+        return None, ledger
+    for done in ledger.apply(update, annotator=state["annotator"]):
+        event = done.event
+        if done.error is not None:
+            state["label_rejected"] = [
+                *state["label_rejected"][-REJECTED_KEPT + 1 :],
+                {"client": update.client, "seq": event.seq, "error": done.error},
+            ]
+        elif event.kind == "undo":
+            state["label_seen"] = [i for i in state["label_seen"] if i != event.item_id]
+        else:
+            state["label_seen"].append(event.item_id)
+    return update, ledger
+
+
+def _item_data(
+    store: Store,
+    item: ItemInfo,
+    top: list[Suggestion],
+    names: dict[int, str],
+    *,
+    send_image: bool,
+    show_label: bool,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": item.id,
+        "name": item.original_name,
+        "why": queue_reason(state["label_order"], item.id),
+        "top": [asdict(s) for s in top],
+        "now": None,
+    }
+    if send_image:
+        out["src"] = image_uri(str(store.workspace.path(item.path)))
+    current = store.current_label(item.id) if show_label else None
+    if current is not None:
+        name = names.get(current.class_id, "a deleted class")
+        out["now"] = f"Now labelled {name} ({current.source}, by {current.annotator})"
+    return out
+
+
+def _upcoming(store: Store, where: QueueFilter, exclude: list[int], version: int | None) -> list[int]:
+    """The next ``PRELOAD`` items: the session's ranked batch, ranked anew in the background as
+    it runs low (and now when the queue changes or a new model version arrives)."""
+    # labelled since the batch was ranked, here or elsewhere
+    gone = set(store.current_labels()["item_id"].tolist()) if where.labeled is False else set()
+    order, start = queue_order(state["label_order"]), state["label_start_key"]
+    state["label_lookahead"], ids = lookahead(
+        state.get("label_lookahead"),
+        (state["label_order"], where, start, state["label_epoch"], version),
+        rank=lambda ex: order(store, where=where, start_key=start, limit=PRELOAD, exclude=ex),
+        fill=lambda n, ex: store.queue_ids(start_key=start, limit=n, where=where, exclude=ex),
+        exclude=exclude,
+        gone=gone,
+        size=PRELOAD,
+        low=PRELOAD // 2,
+    )
+    return ids
+
+
+def _single(
+    store: Store,
+    classes: list[ClassInfo],
+    where: QueueFilter,
+    ready: bool,
+    update: Update | None,
+    ledger: EventLedger,
+) -> None:
+    """The labeller: keys, Skip, Undo and accepting the model's guess run in the browser, which
+    shows the next preloaded image at once; this run applied the events it sent and refills it."""
+    # Items the browser acted on that wait behind a gap: it has moved past them, so send others.
+    high = ledger.high_water(update.client) if update is not None else None
+    pending = [e.item_id for e in update.events if e.kind != "undo" and e.seq > (high or 0)] if update else []
     latest = store.versions.latest()
-    predicted = store.versions.prediction(latest.id, item_id) if latest is not None else None
-    if latest is None or predicted is None:
-        return
-    name = next((c.name for c in classes if c.id == predicted["class_id"]), "a deleted class")
-    where.caption(plain(f"Model v{latest.id}: {name} ({predicted['confidence']:.0%})"))
+    ids = _upcoming(store, where, [*state["label_seen"], *pending], latest.id if latest else None)
+    guesses = suggestions(store, latest, ids, classes)
+    have = update.have if update is not None else frozenset()
+    names = {c.id: c.name for c in classes}
+    items = []
+    budget = IMAGE_CHARS
+    for item in store.items(ids):
+        send = item.id not in have and budget > 0
+        items.append(
+            _item_data(
+                store,
+                item,
+                guesses.get(item.id, []),
+                names,
+                send_image=send,
+                show_label=where.labeled is not False,
+            )
+        )
+        budget -= len(items[-1].get("src", ""))
+    sent = _sent_update()
+    data = {
+        "classes": [{"id": c.id, "name": c.name, "key": c.shortcut} for c in classes],
+        "items": items,
+        "ready": ready,
+        "annotator": state["annotator"],
+        "model": f"Model v{latest.id}" if latest is not None else None,
+        "empty": not items,
+        "queue_key": f"{state['label_order']}|{where}|{state['label_start_key']}|{state['label_epoch']}",
+        # n echoes the update's counter, so an answer to a repeated update still reaches the browser
+        "ack": None
+        if update is None
+        else {"client": update.client, "seq": ledger.high_water(update.client), "n": sent.get("n")},
+        "rejected": state["label_rejected"],
+        "image_height": IMAGE_HEIGHT,
+    }
+    labeller(data, key=LABELLER_KEY)
+    if not items and state["label_seen"]:
+        st.button("Start over with the skipped items", on_click=_reset_queue)
 
 
 def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: bool) -> None:
@@ -261,6 +343,9 @@ def _grid(store: Store, classes: list[ClassInfo], where: QueueFilter, ready: boo
 def main() -> None:
     store = resources.store()
     classes = store.classes()
+    _defaults()
+    # Before anything is drawn, so that the progress and the queue already count these labels.
+    update, ledger = _apply_update(store)
     where = _sidebar(store, classes)
     st.title("Label")
     show_flash()
@@ -273,7 +358,7 @@ def main() -> None:
     if state["label_mode"] == "Grid":
         _grid(store, classes, where, ready)
     else:
-        _single(store, classes, where, ready)
+        _single(store, classes, where, ready, update, ledger)
 
 
 main()
