@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +117,7 @@ class FeatureSet:
         self.emb = unit(features)
         self.neighbours = neighbours
         self._graph: object | None = None
+        self.warm: dict[str, dict[str, Any]] = {}  # per method: the last warm fit's state
 
     def __len__(self) -> int:
         return len(self.emb)
@@ -127,7 +129,8 @@ class FeatureSet:
         return self._graph
 
 
-TargetFn = Callable[[FeatureSet, np.ndarray, np.ndarray, int], Targets]
+TargetFn = Callable[..., Targets]  # (fs, idx, y, k) → Targets
+WARM_METHODS = frozenset({"association"})  # methods that can continue from the previous refresh
 FAST_METHODS: dict[str, TargetFn] = {}
 
 
@@ -257,9 +260,13 @@ def association_targets(
     scale: float = 5.0,
     visit_weight: float = 0.1,
     seed: int = 0,
+    warm: dict[str, Any] | None = None,
+    warm_steps: int = 50,
 ) -> Targets:
     """Walker + visit losses (labelkit.ssl.losses) train a linear projection with a head on top;
-    its predictions on every item become the targets (confident ones weigh more)."""
+    its predictions on every item become the targets (confident ones weigh more). With ``warm``
+    (the refresh after a label) training continues from the previous refresh's solution for
+    ``warm_steps``: a few new labels move it little, and the refresh stays within seconds."""
     from labelkit.ssl.losses import association_probabilities, visit_loss, walker_loss
 
     gen = torch.Generator().manual_seed(seed)
@@ -267,8 +274,15 @@ def association_targets(
     x_lb, y_lb = x[torch.from_numpy(idx)], torch.from_numpy(y).long()
     proj = torch.nn.Linear(x.shape[1], dim, bias=False)
     head = torch.nn.Linear(dim, k)
+    previous = warm.get("association") if warm is not None else None
     with torch.no_grad():
-        proj.weight.copy_(torch.randn(dim, x.shape[1], generator=gen) / math.sqrt(x.shape[1]))
+        if previous is not None and previous["head.weight"].shape == head.weight.shape:
+            proj.weight.copy_(previous["proj.weight"])
+            head.weight.copy_(previous["head.weight"])
+            head.bias.copy_(previous["head.bias"])
+            steps = warm_steps
+        else:
+            proj.weight.copy_(torch.randn(dim, x.shape[1], generator=gen) / math.sqrt(x.shape[1]))
     opt = torch.optim.Adam([*proj.parameters(), *head.parameters()], lr=1e-2, weight_decay=1e-4)
     batch = min(len(x), 256)
     for _ in range(steps):
@@ -285,6 +299,12 @@ def association_targets(
         opt.step()
     with torch.no_grad():
         probs = head(proj(x)).softmax(1).numpy()
+    if warm is not None:
+        warm["association"] = {
+            "proj.weight": proj.weight.detach().clone(),
+            "head.weight": head.weight.detach().clone(),
+            "head.bias": head.bias.detach().clone(),
+        }
     q = probs.astype(np.float32)
     w = (q.max(1) - 1.0 / k) / (1.0 - 1.0 / k)
     q[idx], w[idx] = one_hot(y, k), 1.0
@@ -298,12 +318,24 @@ def fit(
     k: int,
     *,
     method: str = DEFAULT_FAST_METHOD,
-    init: Head | None = None,
+    warm: bool = False,
 ) -> Head:
-    """The fast model on ``fs`` with labels ``y`` (indices into ``range(k)``) at rows ``idx``."""
+    """The fast model on ``fs`` with labels ``y`` (indices into ``range(k)``) at rows ``idx``.
+
+    ``warm``: continue from the previous warm fit on this ``fs`` (the worker's refresh after a
+    label). Never for cross-validation: a model that saw the held-out labels would flatter it."""
     if len(idx) == 0 or len(np.unique(y)) < 2:
         raise ValueError("the fast model needs labels of at least two classes")
-    return fit_head(fs.emb, fast_method(method)(fs, idx, y, k), init=init)
+    fn = fast_method(method)
+    memo = fs.warm.setdefault(method, {}) if warm else None
+    targets = (
+        fn(fs, idx, y, k, warm=memo) if memo is not None and method in WARM_METHODS else fn(fs, idx, y, k)
+    )
+    init = memo.get("head") if memo is not None else None
+    head = fit_head(fs.emb, targets, init=init)
+    if memo is not None:
+        memo["head"] = head
+    return head
 
 
 def cross_validated(

@@ -163,7 +163,7 @@ def publish(
     k = len(classes)
     chosen = method or store.settings.get("fast_method") or fast.DEFAULT_FAST_METHOD
     served = state.served if (state.served and method is None) else chosen
-    head = fast.fit(state.fs, rows, y, k, method=served)
+    head = fast.fit(state.fs, rows, y, k, method=served, warm=True)
     probs = head.probs(state.fs.emb)
     t_fit = time.perf_counter() - t0
 

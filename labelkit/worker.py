@@ -465,6 +465,7 @@ class Worker:
         self._cold_start_checked = -math.inf
         self._fast = FastState()
         self._fast_error: str | None = None
+        self._deep_default: tuple[Any, bool] | None = None
         self.shutdown = threading.Event()
         self._lease_lost = threading.Event()
 
@@ -556,10 +557,15 @@ class Worker:
         pretrained photo backbone on a CPU takes long, so there it runs when asked for."""
         if self.device.type == "cuda":
             return True
-        try:
-            return not plan(self.store).pretrained
-        except WeightsNotFound:
-            return False
+        # Deciding the plan reads every item and hashes the weights: once per change of items or
+        # settings, not at every look at the queue.
+        key = (self.store.item_stamp(), tuple(sorted(self.store.settings.all().items())))
+        if self._deep_default is None or self._deep_default[0] != key:
+            try:
+                self._deep_default = (key, not plan(self.store).pretrained)
+            except WeightsNotFound:
+                self._deep_default = (key, False)
+        return self._deep_default[1]
 
     def _refresh_fast(self, *, force: bool = False) -> bool:
         """Publish a fast-model version when labels changed since the latest version (debounced:
