@@ -57,7 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="labelled images per step (B)")
     parser.add_argument("--mu", type=int, default=3, help="unlabelled images per labelled one")
     parser.add_argument("--image-size", type=int, default=16, help="digits only: side after resizing 8×8")
-    parser.add_argument("--aug-group", type=int, default=4, help="images per RandAugment/Cutout draw")
+    parser.add_argument(
+        "--aug-group",
+        type=int,
+        default=1,
+        help="images per RandAugment/Cutout draw (1: per image, as the paper)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -138,15 +143,25 @@ def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> di
     }
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A plain-text table of ``rows`` (dicts) in ``columns`` order; None prints as a dash."""
+
     def cell(value: Any) -> str:
         return "–" if value is None else str(value)
 
-    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in COLUMNS}
-    lines = [" | ".join(c.ljust(widths[c]) for c in COLUMNS)]
-    lines.append("-|-".join("-" * widths[c] for c in COLUMNS))
-    lines += [" | ".join(cell(r[c]).ljust(widths[c]) for c in COLUMNS) for r in rows]
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in columns}
+    lines = [" | ".join(c.ljust(widths[c]) for c in columns)]
+    lines.append("-|-".join("-" * widths[c] for c in columns))
+    lines += [" | ".join(cell(r[c]).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
+
+
+def report(rows: list[dict[str, Any]], path: Path | None, columns: tuple[str, ...] = COLUMNS) -> None:
+    """Print the table and, when ``path`` is given, write the rows there as JSON."""
+    print(format_table(rows, columns))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(args, methods, seed)
             print(json.dumps(row), file=sys.stderr, flush=True)  # progress while the rest runs
             rows.append(row)
-    print(format_table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    report(rows, args.json)
     return 0
 
 
