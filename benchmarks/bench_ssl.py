@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="images per RandAugment/Cutout draw (1: per image, as the paper)",
     )
+    parser.add_argument(
+        "--bn-sample",
+        type=int,
+        default=2048,
+        help="plain images the EMA model's BatchNorm statistics are re-estimated on (0: keep the student's)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -118,7 +124,7 @@ def run_one(args: argparse.Namespace, methods: tuple[str, ...], seed: int) -> di
     if args.minutes is not None:
         steps = max(CALIBRATION_STEPS, int(args.minutes * 60 / _seconds_per_step(args, methods, data, seed)))
     start = time.perf_counter()
-    result = train(_config(args, methods, seed, steps), data)
+    result = train(_config(args, methods, seed, steps), data, bn_sample=args.bn_sample)
     wall = time.perf_counter() - start
     logs = [m for _, m in result.history]
     tail = logs[-max(1, len(logs) // 4) :]  # the last quarter of the run
