@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,3 +162,21 @@ def estimate(
     if features is not None and labels is not None and few and can_cross_validate(labels):
         cv = cross_validated(features, labels, folds=folds, seed=seed)
     return Estimates(holdout, cv, min_holdout)
+
+
+def to_metrics(e: Estimate) -> dict[str, Any]:
+    """The form a model version's ``metrics["estimate"]`` stores (JSON-ready)."""
+    return asdict(e)
+
+
+def from_metrics(metrics: Mapping[str, Any]) -> Estimate | None:
+    """A version's estimate from its metrics: ``metrics["estimate"]`` (``to_metrics``), or the
+    older ``holdout_accuracy`` / ``holdout_ci95`` / ``holdout_labels`` keys; None when it has none."""
+    stored = metrics.get("estimate")
+    if isinstance(stored, Mapping):
+        return Estimate(**{k: stored[k] for k in ("accuracy", "low", "high", "n", "method")})
+    if "holdout_accuracy" in metrics:
+        low, high = metrics.get("holdout_ci95", (float("nan"), float("nan")))
+        n = int(metrics.get("holdout_labels", 0))
+        return Estimate(float(metrics["holdout_accuracy"]), float(low), float(high), n, "holdout")
+    return None

@@ -106,3 +106,13 @@ def test_estimate_prefers_the_holdout_once_it_has_enough_items() -> None:
     nothing = estimate(np.array([], int), np.array([], int), features=x[:3], labels=y[:3])
     assert nothing.best is None
     assert Estimates(None, Estimate(0.5, 0.1, 0.9, 4, "cv_logreg")).best.n == 4
+
+
+def test_versions_store_the_estimate_and_older_versions_still_read() -> None:
+    from labelkit.estimate import from_metrics, to_metrics
+
+    e = Estimate(0.8, 0.6, 0.9, 25, "cv_logreg")
+    assert from_metrics({"estimate": to_metrics(e), "wall_s": 3}) == e
+    legacy = {"holdout_accuracy": 0.7, "holdout_ci95": [0.4, 0.89], "holdout_labels": 10}
+    assert from_metrics(legacy) == Estimate(0.7, 0.4, 0.89, 10, "holdout")
+    assert from_metrics({"holdout_note": "fewer than 10 labels"}) is None
