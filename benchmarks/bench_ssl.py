@@ -70,7 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="plain images the EMA model's BatchNorm statistics are re-estimated on (0: keep the student's)",
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default, all cores; on a shared 2-core machine 2 threads "
+        "ran a digits FixMatch run 4–5× slower than 1)",
+    )
     parser.add_argument("--json", type=Path, help="write the rows here")
     return parser.parse_args(argv)
 
