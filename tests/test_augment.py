@@ -229,9 +229,12 @@ def test_strong_view_applies_two_ops_with_drawn_magnitudes_in_range(monkeypatch)
         return dataclasses.replace(op, fn=fn)
 
     ops = tuple(recording(op) if op.name != "identity" else op for op in OPS)
-    aug = Augmenter(ops=ops, cutout=0.0, group_size=1)
+    aug = Augmenter(ops=ops, cutout=0.0, group_size=1, op_prob=1.0)
     aug.strong(_photo(n=200), torch.Generator().manual_seed(0))
     assert sum(len(v) for v in seen.values()) == pytest.approx(2 * 200 * 13 / 14, rel=0.15)
+    seen.clear()
+    Augmenter(ops=ops, cutout=0.0, op_prob=0.5).strong(_photo(n=200), torch.Generator().manual_seed(0))
+    assert sum(len(v) for v in seen.values()) == pytest.approx(200 * 13 / 14, rel=0.15)
     for op in OPS:
         if op.name == "identity":
             continue
