@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
     command("status", help="items, and labels per class and source")
 
+    p = command("versions", help="model versions: method, backbone, steps, estimated accuracy, device")
+    p.add_argument("--json", action="store_true", help="print one JSON object per version instead")
+
     p = command("label", help="label one item (for scripts)")
     p.add_argument("item", type=int, help="item id")
     p.add_argument("cls", metavar="CLASS", help="class name, or '-' to remove the label")
@@ -267,6 +270,67 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_versions(args: argparse.Namespace) -> int:
+    import json
+
+    from labelkit.estimate import from_metrics
+
+    rows = []
+    for v in _open(args).versions.all():
+        e = from_metrics(v.metrics)
+        rows.append(
+            {
+                "id": v.id,
+                "created": v.created_at.strftime("%Y-%m-%d %H:%M"),
+                "status": v.status,
+                "method": v.method,
+                "backbone": v.backbone,
+                "steps": v.config.get("steps"),
+                "estimate": None if e is None else round(e.accuracy, 4),
+                "ci95": None if e is None else [round(e.low, 4), round(e.high, 4)],
+                "n": None if e is None else e.n,
+                "estimate_method": None if e is None else e.method,
+                "device": v.device,
+            }
+        )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    if not rows:
+        print("no model versions yet: label a few images per class and run `labelkit worker --once`")
+        return 0
+    header = (
+        "id",
+        "created",
+        "status",
+        "method",
+        "backbone",
+        "steps",
+        "estimate (95 % interval, n)",
+        "device",
+    )
+    table = [header] + [
+        (
+            str(r["id"]),
+            r["created"],
+            r["status"],
+            r["method"],
+            r["backbone"],
+            str(r["steps"] if r["steps"] is not None else "–"),
+            "–"
+            if r["estimate"] is None
+            else f"{r['estimate']:.1%} ({r['ci95'][0]:.0%}–{r['ci95'][1]:.0%}, n={r['n']}, {r['estimate_method']})",
+            r["device"] or "–",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     store = _open(args)
     class_id = None if args.cls == "-" else store.class_by_name(args.cls).id
@@ -396,6 +460,7 @@ COMMANDS = {
     "config": _cmd_config,
     "demo": _cmd_demo,
     "status": _cmd_status,
+    "versions": _cmd_versions,
     "label": _cmd_label,
     "export-labels": _cmd_export_labels,
     "export": _cmd_export,

@@ -32,7 +32,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     clip_grad_norm: float = 0.0  # 0 = no clipping
     hflip: bool = True  # off for digits and text, where a mirror image is another class
-    aug_group: int = 4  # images sharing one RandAugment/Cutout draw (1 = per image, slower)
+    aug_group: int = 1  # images sharing one RandAugment/Cutout draw (1 = per image; as fast as groups of 4 with the FixMatch op table, benchmarks/bench_augment.py)
     seed: int = 0
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # bf16 autocast; CUDA only

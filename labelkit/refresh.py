@@ -117,7 +117,7 @@ def estimate(
     stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any] | None:
     """Cross-validated accuracy over the human labels (others still train), with its interval."""
-    from labelkit.worker import wilson_interval
+    from labelkit.estimate import wilson_interval
 
     if human.sum() < 2 or len(np.unique(y[human])) < 2:
         return {
@@ -134,10 +134,14 @@ def estimate(
     if n == 0:
         return {"n": 0, "accuracy": None, "ci95": None, "how": "too few human labels to estimate"}
     low, high = wilson_interval(correct, n)
+    # ``low``/``high``/``method`` are labelkit.estimate's stored form (``labelkit versions`` reads it).
     return {
         "n": n,
         "accuracy": correct / n,
         "ci95": [low, high],
+        "low": low,
+        "high": high,
+        "method": f"cv_fast_{method}",
         "how": "5-fold cross-validation over human labels",
     }
 

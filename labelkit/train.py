@@ -30,6 +30,7 @@ from labelkit.models import Classifier, build_model, load_matching
 from labelkit.ssl import Batch, MethodContext, Outputs, build_methods
 
 CHECKPOINT = "checkpoint.pt"
+BN_SAMPLE = 2048  # plain unlabelled images the EMA model's BatchNorm statistics are re-estimated on
 # Changing these between a checkpoint and its resumption does not change what the run computes.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "eval_every", "checkpoint_every", "log_every", "num_threads", "device"}
@@ -176,6 +177,58 @@ def ema_update(ema: nn.Module, student: nn.Module, decay: float) -> None:
 
 
 @torch.no_grad()
+def recalibrate_bn(
+    model: Classifier,
+    x_uint8: np.ndarray | Tensor,
+    *,
+    names: set[str] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Re-estimate the BatchNorm statistics of ``model`` on uint8 images (N, C, H, W); return the
+    number of images used.
+
+    The EMA model averages the student's weights over ~1/(1 − decay) steps but would otherwise carry
+    the student's latest running statistics, measured on the student's own (augmented) batches:
+    statistics that fit neither its averaged weights nor plain images. So each BatchNorm layer
+    (those in ``names``, default all) is reset and forwarded over ``x_uint8`` in train mode with
+    ``momentum=None``, i.e. a cumulative average over equal batches; no gradient, no weight changes,
+    other layers (dropout) stay in eval mode.
+    """
+    layers = [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and (names is None or n in names)
+    ]
+    n = len(x_uint8)
+    if not layers or n == 0:
+        return 0
+    # Equal batches: the cumulative average weighs batches, not images, and a batch of one would
+    # have no variance. A remainder is dropped when at least one full batch exists.
+    size = min(batch_size, n)
+    used = n - n % size
+    device = torch.device(device)
+    was_training = model.training
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for start in range(0, used, size):
+            chunk = torch.as_tensor(x_uint8[start : start + size]).to(device)
+            model(model.normalize(chunk))
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return used
+
+
+@torch.no_grad()
 def predict(
     model: Classifier,
     x_uint8: np.ndarray | Tensor,
@@ -254,6 +307,7 @@ def train(
     stop: Callable[[], bool] | None = None,
     progress: bool = False,
     init: Mapping[str, Tensor] | None = None,
+    bn_sample: int = BN_SAMPLE,
 ) -> TrainResult:
     """Train ``config.methods`` on ``data``; see the module docstring for the order of events.
 
@@ -262,15 +316,20 @@ def train(
     ``train/unsup_loss`` (Σ weight·term over all method terms), ``train/<term>`` (each method term
     unweighted, except one named ``unsup_loss``, which that sum already shows), ``train/<stat>``
     (``mask_rate``, ``pseudo_acc``…; a second method's same-named stat as ``<method>_<stat>``),
-    ``train/lr``, ``train/imgs_per_s`` (sampled images: B, plus μB when a method uses unlabelled
-    views), ``train/data_time_frac`` (sampling + augmentation ÷ step time) and ``eval/acc`` (EMA
+    ``train/lr``, ``train/imgs_per_s`` (images through the student's forward and backward: B
+    plus μB per unlabelled view it sees, B + 2μB for FixMatch; a teacher's own forward, such as
+    Mean Teacher's second weak view, is not counted), ``train/data_time_frac`` (sampling + augmentation ÷ step time) and ``eval/acc`` (EMA
     model, test set; at ``eval_every`` and at the end). ``stop()`` is polled between steps; when it
     returns True the run checkpoints (if ``run_dir``) and returns with ``stopped=True``. With
     ``resume`` and a checkpoint in ``run_dir``, training continues from it. ``init`` (a model state
     dict) warm-starts the student and its EMA copy: every tensor whose name and shape match is
-    loaded, input statistics included; a resumed checkpoint takes precedence.
+    loaded, input statistics included; a resumed checkpoint takes precedence. Before every
+    evaluation and before returning, the EMA model's BatchNorm statistics are re-estimated on
+    ``bn_sample`` plain unlabelled images (a fixed random sample; 0 keeps the student's statistics).
     """
     config.validate()
+    if bn_sample < 0:
+        raise ValueError(f"bn_sample must be ≥ 0 (0 = keep the student's statistics), got {bn_sample}")
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
     if config.num_threads:
@@ -372,10 +431,25 @@ def train(
 
     # ---- the loop
     student.train()
+    # Re-estimate only the BatchNorm layers the student trains (a frozen part kept in eval mode
+    # keeps its statistics), on a fixed sample drawn apart from ``gen`` so the batches don't change.
+    bn_names = {
+        n for n, m in student.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+    }
+    bn_pick = torch.randperm(len(x_ulb), generator=torch.Generator().manual_seed(config.seed))[:bn_sample]
+    bn_images = x_ulb[bn_pick.to(device)]
+    calibrated_at = -1
+
+    def calibrate(step: int) -> None:
+        nonlocal calibrated_at
+        if bn_sample and calibrated_at != step:
+            recalibrate_bn(ema, bn_images, names=bn_names, device=device)
+            calibrated_at = step
+
     sums: dict[str, Any] = {}  # per-metric running sums and counts of this logging window
     counts: dict[str, Any] = {}
     data_time = window_time = 0.0
-    window_steps, images_per_step = 0, config.batch_size * (1 + (config.mu if views else 0))
+    window_images = 0
     stopped = False
     step = start
     while step < config.steps:
@@ -402,6 +476,7 @@ def train(
         # one student forward over every view it sees
         parts = [batch.x_lb] + [v for v in (batch.x_ulb_w, batch.x_ulb_s) if v is not None]
         x = torch.cat(parts)
+        window_images += len(x)
         if on_cuda and config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
@@ -462,7 +537,6 @@ def train(
             sums[name] = sums.get(name, 0.0) + torch.where(defined, value, 0.0)
             counts[name] = counts.get(name, 0.0) + defined.float()
         data_time += t_data
-        window_steps += 1
         if bar is not None:
             bar.update(1)
         is_eval = data.x_test is not None and (
@@ -474,14 +548,15 @@ def train(
             window_time += time.perf_counter() - t0
             metrics = {f"train/{n}": float(sums[n] / counts[n]) for n in sums if float(counts[n]) > 0}
             metrics["train/lr"] = lr
-            metrics["train/imgs_per_s"] = window_steps * images_per_step / max(window_time, 1e-9)
+            metrics["train/imgs_per_s"] = window_images / max(window_time, 1e-9)
             metrics["train/data_time_frac"] = data_time / max(window_time, 1e-9)
             if is_eval and data.x_test is not None and data.y_test is not None:
+                calibrate(step)
                 metrics["eval/acc"] = evaluate(ema, data.x_test, data.y_test, device=device)
             log(step, metrics)
             if bar is not None:
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            sums, counts, data_time, window_time, window_steps = {}, {}, 0.0, 0.0, 0
+            sums, counts, data_time, window_time, window_images = {}, {}, 0.0, 0.0, 0
         else:
             window_time += time.perf_counter() - t0
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
@@ -489,7 +564,8 @@ def train(
 
     if bar is not None:
         bar.close()
-    checkpoint(step)
+    checkpoint(step)  # the training state as it is; the EMA statistics are re-estimated after
+    calibrate(step)
     return TrainResult(
         model=ema,
         student=student,

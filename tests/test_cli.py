@@ -271,3 +271,47 @@ def test_a_read_only_database_is_one_error_line_and_changes_nothing(ws: Path, tm
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "readonly database" in done.stderr
     assert [c.name for c in _store(ws).classes()] == ["a", "b"]
+
+
+def test_versions_lists_method_steps_estimate_and_device(ws: Path, capsys) -> None:
+    from labelkit.estimate import Estimate, to_metrics
+
+    assert main(["--workspace", str(ws), "versions"]) == 0
+    assert "no model versions yet" in capsys.readouterr().out
+    store = _store(ws)
+    # a version needs no items: empty predictions
+    empty = pd.DataFrame(columns=["item_id", "class_id", "confidence", "margin", "entropy"])
+    common = {"label_counts": {}, "classes": [], "path": "runs/x", "parent_id": None, "predictions": empty}
+    store.versions.add(
+        method="fixmatch",
+        backbone="cnn_small",
+        config={"steps": 300},
+        metrics={"holdout_accuracy": 0.7, "holdout_ci95": [0.3968, 0.8922], "holdout_labels": 10},
+        device="cpu",
+        **common,
+    )
+    store.versions.add(
+        method="supervised",
+        backbone="efficientnet_lite0",
+        config={"steps": 1200},
+        metrics={"estimate": to_metrics(Estimate(0.825, 0.7, 0.91, 80, "cv_logreg"))},
+        device="cuda (NVIDIA H200)",
+        **common,
+    )
+    assert main(["--workspace", str(ws), "versions"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["id", "created", "status"]
+    assert "fixmatch" in lines[1] and "300" in lines[1] and "70.0% (40%–89%, n=10, holdout)" in lines[1]
+    assert (
+        "efficientnet_lite0" in lines[2]
+        and "1200" in lines[2]
+        and "82.5% (70%–91%, n=80, cv_logreg)" in lines[2]
+    )
+    assert "cuda (NVIDIA H200)" in lines[2]
+    assert main(["--workspace", str(ws), "versions", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["id"], r["steps"], r["n"], r["device"]) for r in rows] == [
+        (1, 300, 10, "cpu"),
+        (2, 1200, 80, "cuda (NVIDIA H200)"),
+    ]
+    assert rows[0]["ci95"] == [0.3968, 0.8922] and rows[1]["estimate_method"] == "cv_logreg"

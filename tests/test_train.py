@@ -276,3 +276,75 @@ def test_benchmark_minutes_budget_sets_the_steps_from_a_calibration_run(tmp_path
     import json
 
     assert json.loads(out.read_text())[0]["steps"] == 60
+
+
+class _OneBN(nn.Module):
+    """A BatchNorm layer behind the ``normalize`` a Classifier has: inputs scaled to 0–1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(2, momentum=0.25)
+        self.other = nn.BatchNorm2d(2)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.other(self.bn(x))
+
+
+def test_recalibrate_bn_sets_the_cumulative_batch_statistics_and_nothing_else() -> None:
+    from labelkit.train import recalibrate_bn
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (10, 2, 3, 3), generator=g, dtype=torch.uint8)
+    model = _OneBN().eval()
+    other_before = model.other.running_mean.clone()
+    weight_before = model.bn.weight.clone()
+    # batches of 4: images 0–3 and 4–7; the remainder (8, 9) is dropped
+    assert recalibrate_bn(model, x, names={"bn"}, batch_size=4) == 8
+    first, second = x[:4].float() / 255, x[4:8].float() / 255
+    expected_mean = (first.mean(dim=(0, 2, 3)) + second.mean(dim=(0, 2, 3))) / 2
+    unbiased = [b.transpose(0, 1).reshape(2, -1).var(dim=1) for b in (first, second)]
+    torch.testing.assert_close(model.bn.running_mean, expected_mean)
+    torch.testing.assert_close(model.bn.running_var, (unbiased[0] + unbiased[1]) / 2)
+    assert model.bn.momentum == 0.25 and not model.training and not model.bn.training
+    torch.testing.assert_close(model.other.running_mean, other_before)  # not named: untouched
+    torch.testing.assert_close(model.bn.weight, weight_before)
+
+
+def test_the_returned_ema_model_has_statistics_of_plain_images_not_the_students(tiny: TrainData) -> None:
+    from labelkit.train import recalibrate_bn
+
+    kept = train(_config(steps=4), tiny, bn_sample=0)
+    ema, student = kept.model.state_dict(), kept.student.state_dict()
+    means = [k for k in ema if k.endswith("running_mean")]
+    assert means and all(torch.equal(ema[k], student[k]) for k in means)
+
+    calibrated = train(_config(steps=4), tiny, bn_sample=64)
+    again = {k: v.clone() for k, v in calibrated.model.state_dict().items()}
+    assert not all(torch.equal(again[k], student[k]) for k in means)
+    # what train did is recalibrate_bn on its fixed sample of 64 plain images: redo it by hand
+    pick = torch.randperm(len(tiny.x_ulb), generator=torch.Generator().manual_seed(0))[:64]
+    recalibrate_bn(calibrated.model, tiny.x_ulb[pick.numpy()])
+    for k in means:
+        torch.testing.assert_close(calibrated.model.state_dict()[k], again[k])
+    with pytest.raises(ValueError, match="bn_sample"):
+        train(_config(steps=1), tiny, bn_sample=-1)
+
+
+@pytest.mark.parametrize(
+    ("method", "per_step"), [("supervised", 4), ("fixmatch", 4 + 2 * 8), ("pseudolabel", 4 + 8)]
+)
+def test_imgs_per_s_counts_every_image_through_the_student(method, per_step, tiny, monkeypatch) -> None:
+    import types
+
+    import labelkit.train as train_module
+
+    # A clock that advances one second per reading: the loop reads it three times a step (start,
+    # after the data, at the end), so each step lasts 2 s and imgs_per_s = images per step / 2.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    logged: list[dict[str, float]] = []
+    train(_config((method,), steps=2, batch_size=4, mu=2), tiny, callback=lambda s, m: logged.append(m))
+    assert [m["train/imgs_per_s"] for m in logged] == [per_step / 2] * 2
