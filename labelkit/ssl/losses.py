@@ -105,6 +105,11 @@ def fixmatch_loss(logits_w: Tensor, logits_s: Tensor, *, threshold: float) -> tu
     return loss, mask, pseudo
 
 
+def _full_precision(like: Tensor) -> torch.autocast:
+    """Autocast off for the block (a no-op outside autocast): matmuls run in float32."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 # --- SimMatch (Zheng et al. CVPR 2022) --------------------------------------------------------------
 # Equation numbers follow the project's reading of the paper (§3, "label propagation"); the maths
 # was checked against the authors' released code as ported in USB (semilearn/algorithms/simmatch).
@@ -114,8 +119,10 @@ def similarity_distribution(emb: Tensor, bank: Tensor, t: float) -> Tensor:
     """Zheng et al. 2022, Eq. 2: q_i = exp(z·k_i / t) / Σ_j exp(z·k_j / t) over the K bank entries.
 
     ``emb`` (B, D) and ``bank`` (K, D) are L2-normalised, so z·k is the cosine similarity. → (B, K).
+    In float32 even under bf16 autocast: at t = 0.1 bf16's 8-bit mantissa blurs the similarities.
     """
-    return F.softmax(emb @ bank.T / t, dim=1)
+    with _full_precision(emb):
+        return F.softmax(emb.float() @ bank.float().T / t, dim=1)
 
 
 def simmatch_unfold(q: Tensor, p: Tensor, bank_labels: Tensor) -> Tensor:
@@ -133,7 +140,7 @@ def simmatch_aggregate(q: Tensor, p: Tensor, bank_labels: Tensor, *, alpha: floa
 
     The smoothing form with α (0.9) is the one in the authors' released code and in USB. → (B, C).
     """
-    q_agg = torch.zeros_like(p).index_add_(1, bank_labels, q)
+    q_agg = torch.zeros_like(p).index_add_(1, bank_labels, q.to(p.dtype))
     return alpha * p + (1.0 - alpha) * q_agg
 
 
@@ -175,8 +182,10 @@ def simmatch_in_loss(q_hat_w: Tensor, emb_s: Tensor, bank: Tensor, t: float) -> 
 
 def walk_probabilities(a: Tensor, b: Tensor) -> Tensor:
     """Haeusser et al. 2017, Eq. 1-2: M = A Bᵀ, P^{ab} = softmax_rows(M): one step of the walk from
-    each row of ``a`` (N, D) to the rows of ``b`` (M, D). → (N, M), every row a distribution."""
-    return F.softmax(a @ b.T, dim=1)
+    each row of ``a`` (N, D) to the rows of ``b`` (M, D). → (N, M), every row a distribution.
+    In float32 even under bf16 autocast (the walk's products of probabilities underflow in bf16)."""
+    with _full_precision(a):
+        return F.softmax(a.float() @ b.float().T, dim=1)
 
 
 def association_probabilities(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
