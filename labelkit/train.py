@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -146,6 +146,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class DeviceOptions(NamedTuple):
+    autocast: bool  # bf16 autocast of the forward pass and the losses
+    channels_last: bool  # student weights and its input batch in NHWC
+    compile: bool  # torch.compile the student
+
+
+def device_options(device: torch.device, config: TrainConfig) -> DeviceOptions:
+    """Which of ``config``'s speed-ups apply on ``device``: each pays off on CUDA only (on a CPU
+    bf16 autocast and NHWC slow small convolutions down, and compiling costs more than it saves)."""
+    on_cuda = device.type == "cuda"
+    return DeviceOptions(on_cuda and config.amp, on_cuda and config.channels_last, on_cuda and config.compile)
 
 
 def cosine_lr_factor(step: int, total: int) -> float:
@@ -332,6 +345,7 @@ def train(
         raise ValueError(f"bn_sample must be ≥ 0 (0 = keep the student's statistics), got {bn_sample}")
     device = resolve_device(config.device)
     on_cuda = device.type == "cuda"
+    options = device_options(device, config)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
 
@@ -357,7 +371,7 @@ def train(
     ).to(device)
     if init is not None:
         load_matching(student, {k: v.to(device) for k, v in init.items()})
-    if on_cuda and config.channels_last:
+    if options.channels_last:
         student = student.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(student).requires_grad_(False).eval()
     ctx = MethodContext(
@@ -378,9 +392,9 @@ def train(
         momentum=config.momentum,
         nesterov=config.nesterov,
     )
-    forward = torch.compile(student) if (on_cuda and config.compile) else student
+    forward = torch.compile(student) if options.compile else student
     augment = Augmenter(hflip=config.hflip, group_size=config.aug_group)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and config.amp)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.autocast)
 
     # ---- resume
     start, history = 0, []
@@ -477,7 +491,7 @@ def train(
         parts = [batch.x_lb] + [v for v in (batch.x_ulb_w, batch.x_ulb_s) if v is not None]
         x = torch.cat(parts)
         window_images += len(x)
-        if on_cuda and config.channels_last:
+        if options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             logits, emb, feat = forward(x)
