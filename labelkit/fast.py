@@ -34,6 +34,15 @@ from torch import Tensor
 DEFAULT_FAST_METHOD = "association"
 
 
+class Interrupted(Exception):
+    """A fit abandoned because ``stop()`` turned true (new labels arrived during an estimate)."""
+
+
+def _check(stop: Callable[[], bool] | None) -> None:
+    if stop is not None and stop():
+        raise Interrupted
+
+
 @dataclass(frozen=True)
 class Targets:
     """What the head learns: a class distribution per item (N, K) and a weight per item (N,)."""
@@ -74,6 +83,7 @@ def fit_head(
     scale: float = 10.0,
     iters: int = 100,
     init: Head | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Head:
     """Weighted softmax regression of ``targets.q`` on unit embeddings (N, D), by L-BFGS.
 
@@ -96,6 +106,7 @@ def fit_head(
     total = w.sum().clamp_min(1e-12)
 
     def closure() -> Tensor:
+        _check(stop)
         opt.zero_grad()
         logits = scale * x @ weight.T + bias
         loss = -(w * (q * logits.log_softmax(1)).sum(1)).sum() / total + l2 * (scale * weight).pow(2).sum()
@@ -131,6 +142,7 @@ class FeatureSet:
 
 TargetFn = Callable[..., Targets]  # (fs, idx, y, k) → Targets
 WARM_METHODS = frozenset({"association"})  # methods that can continue from the previous refresh
+STOPPABLE_METHODS = frozenset({"association"})  # methods that poll ``stop`` while they train
 FAST_METHODS: dict[str, TargetFn] = {}
 
 
@@ -262,6 +274,7 @@ def association_targets(
     seed: int = 0,
     warm: dict[str, Any] | None = None,
     warm_steps: int = 50,
+    stop: Callable[[], bool] | None = None,
 ) -> Targets:
     """Walker + visit losses (labelkit.ssl.losses) train a linear projection with a head on top;
     its predictions on every item become the targets (confident ones weigh more). With ``warm``
@@ -285,7 +298,9 @@ def association_targets(
             proj.weight.copy_(torch.randn(dim, x.shape[1], generator=gen) / math.sqrt(x.shape[1]))
     opt = torch.optim.Adam([*proj.parameters(), *head.parameters()], lr=1e-2, weight_decay=1e-4)
     batch = min(len(x), 256)
-    for _ in range(steps):
+    for step in range(steps):
+        if step % 10 == 0:
+            _check(stop)
         b = x[torch.randint(len(x), (batch,), generator=gen)]
         a_emb, b_emb = F.normalize(proj(x_lb), dim=1) * scale, F.normalize(proj(b), dim=1)
         p_ab, _, p_aba = association_probabilities(a_emb, b_emb)
@@ -319,20 +334,23 @@ def fit(
     *,
     method: str = DEFAULT_FAST_METHOD,
     warm: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> Head:
     """The fast model on ``fs`` with labels ``y`` (indices into ``range(k)``) at rows ``idx``.
 
     ``warm``: continue from the previous warm fit on this ``fs`` (the worker's refresh after a
-    label). Never for cross-validation: a model that saw the held-out labels would flatter it."""
+    label). Never for cross-validation: a model that saw the held-out labels would flatter it.
+    ``stop`` is polled during the fit; when it turns true the fit raises ``Interrupted``."""
     if len(idx) == 0 or len(np.unique(y)) < 2:
         raise ValueError("the fast model needs labels of at least two classes")
     fn = fast_method(method)
     memo = fs.warm.setdefault(method, {}) if warm else None
-    targets = (
-        fn(fs, idx, y, k, warm=memo) if memo is not None and method in WARM_METHODS else fn(fs, idx, y, k)
-    )
+    options: dict[str, Any] = {"stop": stop} if method in STOPPABLE_METHODS else {}
+    if memo is not None and method in WARM_METHODS:
+        options["warm"] = memo
+    targets = fn(fs, idx, y, k, **options)
     init = memo.get("head") if memo is not None else None
-    head = fit_head(fs.emb, targets, init=init)
+    head = fit_head(fs.emb, targets, init=init, stop=stop)
     if memo is not None:
         memo["head"] = head
     return head
@@ -371,7 +389,10 @@ def cross_validated(
         train = ~test
         if not test.any() or len(np.unique(y[train])) < 2:
             continue
-        head = fit(fs, idx[train], y[train], k, method=method)
+        try:
+            head = fit(fs, idx[train], y[train], k, method=method, stop=stop)
+        except Interrupted:
+            return None
         pred = head.probs(fs.emb[idx[test]]).argmax(1)
         correct += int((pred == y[test]).sum())
         n += int(test.sum())

@@ -77,3 +77,20 @@ def test_an_unknown_method_is_refused_naming_the_valid_ones() -> None:
         fast.fast_method("nope")
     with pytest.raises(ValueError, match="two classes"):
         fast.fit(fast.FeatureSet(np.eye(3, dtype=np.float32)), np.array([0]), np.array([0]), 2)
+
+
+def test_an_estimate_is_abandoned_inside_a_fit_when_labels_arrive() -> None:
+    """New labels must not wait for a cross-validation fold to finish: the fit itself polls."""
+    x, y = _two_moons_like()
+    fs = fast.FeatureSet(x)
+    idx = np.arange(40)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # true during the first fold's fit, not before it
+
+    assert fast.cross_validated(fs, idx, y[idx], 2, method="association", stop=stop) is None
+    assert len(calls) == 3, len(calls)
+    with pytest.raises(fast.Interrupted):
+        fast.fit(fs, idx, y[idx], 2, method="association", stop=lambda: True)
