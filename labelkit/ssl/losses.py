@@ -105,6 +105,11 @@ def fixmatch_loss(logits_w: Tensor, logits_s: Tensor, *, threshold: float) -> tu
     return loss, mask, pseudo
 
 
+def _wide(t: Tensor) -> Tensor:
+    """float32, or float64 where it already is (callers that ask for double keep it)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _full_precision(like: Tensor) -> torch.autocast:
     """Autocast off for the block (a no-op outside autocast): matmuls run in float32."""
     return torch.autocast(device_type=like.device.type, enabled=False)
@@ -122,7 +127,7 @@ def similarity_distribution(emb: Tensor, bank: Tensor, t: float) -> Tensor:
     In float32 even under bf16 autocast: at t = 0.1 bf16's 8-bit mantissa blurs the similarities.
     """
     with _full_precision(emb):
-        return F.softmax(emb.float() @ bank.float().T / t, dim=1)
+        return F.softmax(_wide(emb) @ _wide(bank).T / t, dim=1)
 
 
 def simmatch_unfold(q: Tensor, p: Tensor, bank_labels: Tensor) -> Tensor:
@@ -185,7 +190,7 @@ def walk_probabilities(a: Tensor, b: Tensor) -> Tensor:
     each row of ``a`` (N, D) to the rows of ``b`` (M, D). → (N, M), every row a distribution.
     In float32 even under bf16 autocast (the walk's products of probabilities underflow in bf16)."""
     with _full_precision(a):
-        return F.softmax(a.float() @ b.float().T, dim=1)
+        return F.softmax(_wide(a) @ _wide(b).T, dim=1)
 
 
 def association_probabilities(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
