@@ -257,19 +257,6 @@ class EmbeddingCache:
             )
         return failed
 
-    def read(self, item_ids: Sequence[int]) -> np.ndarray:
-        """Features of cached items; a row that fails its CRC is re-embedded on the next fill."""
-        features, bad = self.rows.read(item_ids)
-        if bad:
-            raise CorruptCache(bad)
-        return features
-
-
-class CorruptCache(RuntimeError):
-    def __init__(self, item_ids: list[int]) -> None:
-        super().__init__(f"{len(item_ids)} cached row(s) failed their checksum")
-        self.item_ids = item_ids
-
 
 def status(cache_root: Path) -> list[dict[str, object]]:
     """What the workspace's caches hold, read from their indexes alone (no torch, no decoding):

@@ -140,9 +140,10 @@ class FeatureSet:
         return self._graph
 
 
-TargetFn = Callable[..., Targets]  # (fs, idx, y, k) → Targets
-WARM_METHODS = frozenset({"association"})  # methods that can continue from the previous refresh
-STOPPABLE_METHODS = frozenset({"association"})  # methods that poll ``stop`` while they train
+# (fs, idx, y, k, *, warm, stop) → Targets. ``warm``: a dict the method may keep state in between
+# refreshes (None: start cold); ``stop``: polled while it trains (raise ``Interrupted``). A method
+# with nothing to keep or to poll ignores them.
+TargetFn = Callable[..., Targets]
 FAST_METHODS: dict[str, TargetFn] = {}
 
 
@@ -172,7 +173,7 @@ def _labelled_targets(n: int, idx: np.ndarray, y: np.ndarray, k: int) -> Targets
 
 
 @register("supervised")
-def supervised_targets(fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int) -> Targets:
+def supervised_targets(fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int, **_ignored: Any) -> Targets:
     return _labelled_targets(len(fs), idx, y, k)
 
 
@@ -225,7 +226,7 @@ def spread(
 
 
 @register("labelprop")
-def labelprop_targets(fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int) -> Targets:
+def labelprop_targets(fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int, **_ignored: Any) -> Targets:
     f = spread(fs.graph(), idx, y, k)
     # Each class's mass normalised (Iscen et al. 2019, Eq. 8's spirit): a class with more labels
     # must not flood the graph just by having more sources.
@@ -242,12 +243,20 @@ def labelprop_targets(fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int) ->
 
 @register("pseudolabel")
 def pseudolabel_targets(
-    fs: FeatureSet, idx: np.ndarray, y: np.ndarray, k: int, *, threshold: float = 0.9, rounds: int = 3
+    fs: FeatureSet,
+    idx: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    threshold: float = 0.9,
+    rounds: int = 3,
+    stop: Callable[[], bool] | None = None,
+    **_ignored: Any,
 ) -> Targets:
     emb = fs.emb
     targets = _labelled_targets(len(emb), idx, y, k)
-    for _ in range(rounds):
-        probs = fit_head(emb, targets).probs(emb)
+    for _round in range(rounds):
+        probs = fit_head(emb, targets, stop=stop).probs(emb)
         sure = probs.max(1) >= threshold
         sure[idx] = False
         q, w = targets.q.copy(), targets.w.copy()
@@ -345,10 +354,7 @@ def fit(
         raise ValueError("the fast model needs labels of at least two classes")
     fn = fast_method(method)
     memo = fs.warm.setdefault(method, {}) if warm else None
-    options: dict[str, Any] = {"stop": stop} if method in STOPPABLE_METHODS else {}
-    if memo is not None and method in WARM_METHODS:
-        options["warm"] = memo
-    targets = fn(fs, idx, y, k, **options)
+    targets = fn(fs, idx, y, k, warm=memo, stop=stop)
     init = memo.get("head") if memo is not None else None
     head = fit_head(fs.emb, targets, init=init, stop=stop)
     if memo is not None:

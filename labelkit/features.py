@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 SMALL_SIDE = 64  # images no larger than this on their long side count as small
 SMALL_INPUT = 32  # the small CNN's input side
-SMALL_MODELS = frozenset({"cnn_small", "wrn28_2", "pixels"})
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,6 @@ class Plan:
     weights: Weights | None = None  # the backbone's pretrained weights (None for pixels / scratch)
     why: str = ""
     hflip: bool = True  # mirror images in training: off for digits, text and other small grey images
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pretrained(self) -> bool:
@@ -53,11 +51,9 @@ class Plan:
 
 
 def _looks_small_and_grey(store: Store) -> bool:
-    table = store.item_table()
-    active = table[table["status"] == "active"]
-    if active.empty:
+    infos = store.items(store.active_item_ids().tolist())
+    if not infos:
         return False
-    infos = store.items(active["item_id"].tolist())
     grey = all(i.mode in GRAY_MODES for i in infos)
     small = max(max(i.width, i.height) for i in infos) <= SMALL_SIDE
     return grey and small
@@ -70,6 +66,7 @@ def plan(store: Store) -> Plan:
     weights are not on this machine, naming what to provide.
     """
     from labelkit.backbones import DEFAULT_PHOTO_BACKBONE, preprocessing, resolve_weights
+    from labelkit.models import MODELS
 
     settings = store.settings.all()
     choice = settings["backbone"]
@@ -82,7 +79,7 @@ def plan(store: Store) -> Plan:
     channels = 1 if small else 3
     flip = settings["hflip"]
     hflip = (not small) if flip == "auto" else flip == "on"
-    if choice in SMALL_MODELS:
+    if choice in MODELS:  # labelkit's own models train from scratch (pixels: no training at all)
         image = ImageSpec(SMALL_INPUT, channels, "squash")
         deep = "cnn_small" if choice == "pixels" else choice
         return Plan("pixels", deep, image, None, why, hflip)

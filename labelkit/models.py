@@ -289,6 +289,8 @@ def build_model(
             f"{num_classes}, {in_channels}, {image_size}"
         )
     if name in MODELS:
+        if pretrained is not None:
+            raise ValueError(f"{name} is trained from scratch here; pretrained weights are for timm models")
         body = MODELS[name](in_channels, image_size, weights_path)
     else:
         body = _timm(name, in_channels, pretrained)

@@ -8,8 +8,8 @@ refresh is one head fit plus writing the version. The version is a head on the f
 Its accuracy estimate is honest by construction: cross-validated over the human labels (each
 labelled item predicted by a model fitted without it), reported with a Wilson interval and the
 number of items behind it. The same estimate of the plain supervised head is the floor: when
-logistic regression on the same features would do better, the version publishes that instead and
-says so.
+logistic regression on the same features would do better, the version says so and the next
+refresh serves logistic regression.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from labelkit import fast
 from labelkit.atomic import write_atomically
+from labelkit.backbones import WeightsNotFound
 from labelkit.features import Plan, feature_model, features, plan
 from labelkit.store import Store
 
@@ -39,7 +39,8 @@ class NotEnoughLabels(ValueError):
 class FastState:
     """What a worker keeps between refreshes: the features and their graph for one item set."""
 
-    key: tuple[Any, ...] | None = None
+    key: tuple[Any, ...] | None = None  # ``stamp`` of the items and settings ``fs`` was built for
+    plan_memo: tuple[tuple[Any, ...], Plan | Exception] | None = None  # ``current_plan``'s answer
     ids: np.ndarray | None = None
     fs: fast.FeatureSet | None = None
     plan: Plan | None = None
@@ -49,9 +50,26 @@ class FastState:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _active_ids(store: Store) -> np.ndarray:
-    table = store.item_table()
-    return table.loc[table["status"] == "active", "item_id"].to_numpy(np.int64)
+def stamp(store: Store) -> tuple[Any, ...]:
+    """What the features and the plan depend on, in two small queries: the items (imported,
+    excluded, restored) and the workspace settings."""
+    return (store.item_stamp(), tuple(sorted(store.settings.all().items())))
+
+
+def current_plan(store: Store, state: FastState, key: tuple[Any, ...] | None = None) -> Plan:
+    """``features.plan(store)``, decided again only when ``stamp`` changed: deciding reads every
+    item and hashes the weights, too much for each look at the queue. A ``WeightsNotFound`` is
+    remembered and raised again the same way."""
+    key = stamp(store) if key is None else key
+    if state.plan_memo is None or state.plan_memo[0] != key:
+        try:
+            state.plan_memo = (key, plan(store))
+        except WeightsNotFound as error:
+            state.plan_memo = (key, error)
+    answer = state.plan_memo[1]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def prepare(
@@ -61,11 +79,11 @@ def prepare(
 
     Cheap when nothing changed (two small queries): a refresh after a label must not read the item
     table of a 100,000-item workspace, let alone decide the plan again."""
-    key = (store.item_stamp(), tuple(sorted(store.settings.all().items())))
+    key = stamp(store)
     if state.key == key and state.fs is not None:
         return state
-    ids = _active_ids(store)
-    workspace_plan = plan(store)
+    ids = store.active_item_ids()
+    workspace_plan = current_plan(store, state, key)
 
     def progress(phase: str, done: int, total: int) -> None:
         if report is not None:
@@ -154,7 +172,7 @@ def publish(
     report: Report | None = None,
 ) -> int:
     """Fit the fast model on the current labels and record it as a model version; returns its id."""
-    from labelkit.worker import round_trip, uncertainty_scores, write_version_folder
+    from labelkit.worker import record_version, round_trip, write_version_folder
 
     assert state.fs is not None and state.ids is not None and state.plan is not None
     t0 = time.perf_counter()
@@ -188,17 +206,6 @@ def publish(
     folder = write_version_folder(
         store.workspace, f"fast-{served}", checkpoint, state.ids, probs, state.emb_file, config
     )
-    scores = uncertainty_scores(probs)
-    class_ids = np.asarray([c.id for c in classes])
-    predictions = pd.DataFrame(
-        {
-            "item_id": state.ids,
-            "class_id": class_ids[scores["pred"]],
-            "confidence": scores["confidence"],
-            "margin": scores["margin"],
-            "entropy": scores["entropy"],
-        }
-    )
     metrics: dict[str, Any] = {
         "kind": "fast",
         "train_labels": len(y),
@@ -212,19 +219,17 @@ def publish(
     unl = np.setdiff1d(np.arange(len(state.ids)), rows)
     if len(unl):
         metrics["round_trip"] = round_trip(emb_lb, y, state.fs.emb[unl], k, seed=0)
-    counts = store.label_counts()
-    latest = store.versions.latest()
-    version_id = store.versions.add(
+    version_id = record_version(
+        store,
         method=f"fast:{served}",
         backbone=plan_.backbone,
         config=config,
         metrics=metrics,
-        label_counts={src: int(n) for src, n in counts.groupby("source")["count"].sum().items()},
-        classes=[{"id": c.id, "name": c.name} for c in classes],
+        classes=[(c.id, c.name) for c in classes],
         device="cpu (fast model)",
-        path=str(folder.relative_to(store.workspace.root)),
-        parent_id=latest.id if latest else None,
-        predictions=predictions,
+        folder=folder,
+        item_ids=state.ids,
+        probs=probs,
     )
     if report is not None:
         report({"phase": "fast model", "version": version_id, "fit_s": t_fit})

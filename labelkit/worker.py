@@ -38,15 +38,15 @@ from labelkit.cache import ImageSpec
 from labelkit.config import TrainConfig
 from labelkit.datasets import WorkspaceArrays, load_workspace
 from labelkit.features import Plan, feature_model, plan
-from labelkit.refresh import FastState, NotEnoughLabels, assess, prepare, publish
+from labelkit.refresh import FastState, NotEnoughLabels, assess, current_plan, prepare, publish
 from labelkit.store import Store
 from labelkit.store.jobs import JobInfo, LeaseHeldError
 from labelkit.train import TrainData, predict, train
 from labelkit.workspace import Workspace
 
 ROUND_TRIP_SAMPLE = 2_000  # unlabelled items in the round-trip statistics (keeps it O(1 s))
-COLD_START_CHECK_S = 30.0
-FAST_DEBOUNCE_S = 0.5  # seconds without a new label before the fast model refreshes  # seconds between the idle worker's looks for new imports to embed
+COLD_START_CHECK_S = 30.0  # seconds between the idle worker's looks for new imports to embed
+FAST_DEBOUNCE_S = 0.5  # seconds without a new label before the fast model refreshes
 # Inverse temperature on unit embeddings for the round trip drawn on the Explore page. Sharper than
 # the association loss's default (5): the drawing walks over a 2,000-item sample rather than a
 # training batch of tens, and at 5 the mass spread over so many items hid the class blocks (a
@@ -59,7 +59,6 @@ class WorkerSettings:
     stale_after: float = 30.0  # seconds without a heartbeat after which a lease counts as dead
     poll: float = 0.5  # seconds between looks at the job queue and for new labels
     auto_min_new_labels: int = 20  # new labels that start a round by themselves (0 = never)
-    image_size: int = 32
     holdout_fraction: float = 0.2
     min_holdout: int = 10  # fewer labels than this: no held-out evaluation, every label trains
 
@@ -276,7 +275,6 @@ def run_round(
     report({"phase": "predicting", "step": result.step, "steps": config.steps})
     probs, emb = predict(result.model, everything, batch_size=512, device=device)
     item_ids = np.concatenate([data.lb_ids, data.ulb_ids])
-    scores = uncertainty_scores(probs)
     metrics: dict[str, Any] = {"train_labels": int((~hold).sum()), "holdout_labels": int(hold.sum())}
     if hold.any():
         correct = int((probs[: len(data.y_lb)][hold].argmax(1) == data.y_lb[hold]).sum())
@@ -299,7 +297,41 @@ def run_round(
     metrics["wall_s"] = time.monotonic() - started
 
     folder = _write_version_files(store.workspace, job, result, item_ids, probs, emb, data, config, image.fit)
-    class_ids = np.asarray(data.class_ids)
+    version_id = record_version(
+        store,
+        method="+".join(config.methods),
+        backbone=config.model,
+        config=config.to_dict(),
+        metrics=metrics,
+        classes=list(zip(data.class_ids, data.class_names, strict=True)),
+        device=device_name(device),
+        folder=folder,
+        item_ids=item_ids,
+        probs=probs,
+    )
+    shutil.rmtree(run_dir, ignore_errors=True)  # the version folder keeps the final model
+    _map_version(store, version_id, report)
+    return version_id
+
+
+def record_version(
+    store: Store,
+    *,
+    method: str,
+    backbone: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    classes: list[tuple[int, str]],
+    device: str,
+    folder: Path,
+    item_ids: np.ndarray,
+    probs: np.ndarray,
+) -> int:
+    """Record a version whose files are in ``folder``: its predictions (class, confidence, margin,
+    entropy of ``probs``, whose columns follow ``classes``), the label counts it was trained with,
+    and its parent, the latest version until now."""
+    scores = uncertainty_scores(probs)
+    class_ids = np.asarray([class_id for class_id, _ in classes])
     predictions = pd.DataFrame(
         {
             "item_id": item_ids,
@@ -311,21 +343,18 @@ def run_round(
     )
     counts = store.label_counts()
     latest = store.versions.latest()
-    version_id = store.versions.add(
-        method="+".join(config.methods),
-        backbone=config.model,
-        config=config.to_dict(),
+    return store.versions.add(
+        method=method,
+        backbone=backbone,
+        config=config,
         metrics=metrics,
         label_counts={src: int(n) for src, n in counts.groupby("source")["count"].sum().items()},
-        classes=[{"id": i, "name": n} for i, n in zip(data.class_ids, data.class_names, strict=True)],
-        device=device_name(device),
+        classes=[{"id": int(i), "name": n} for i, n in classes],
+        device=device,
         path=str(folder.relative_to(store.workspace.root)),
         parent_id=latest.id if latest else None,
         predictions=predictions,
     )
-    shutil.rmtree(run_dir, ignore_errors=True)  # the version folder keeps the final model
-    _map_version(store, version_id, report)
-    return version_id
 
 
 def warm_start_state(
@@ -462,7 +491,6 @@ class Worker:
         self._cold_start_checked = -math.inf
         self._fast = FastState()
         self._fast_error: str | None = None
-        self._deep_default: tuple[Any, bool] | None = None
         self.shutdown = threading.Event()
         self._lease_lost = threading.Event()
 
@@ -554,15 +582,10 @@ class Worker:
         pretrained photo backbone on a CPU takes long, so there it runs when asked for."""
         if self.device.type == "cuda":
             return True
-        # Deciding the plan reads every item and hashes the weights: once per change of items or
-        # settings, not at every look at the queue.
-        key = (self.store.item_stamp(), tuple(sorted(self.store.settings.all().items())))
-        if self._deep_default is None or self._deep_default[0] != key:
-            try:
-                self._deep_default = (key, not plan(self.store).pretrained)
-            except WeightsNotFound:
-                self._deep_default = (key, False)
-        return self._deep_default[1]
+        try:
+            return not current_plan(self.store, self._fast).pretrained
+        except WeightsNotFound:
+            return False
 
     def _refresh_fast(self, *, force: bool = False) -> bool:
         """Publish a fast-model version when labels changed since the latest version (debounced:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -495,6 +496,12 @@ class Store:
             if status is not None:
                 q = q.where(Item.status == status)
             return int(s.scalar(q) or 0)
+
+    def active_item_ids(self) -> np.ndarray:
+        """Ids of the active items, ascending (one index scan; no item table)."""
+        with self.read() as s:
+            ids = s.scalars(select(Item.id).where(Item.status == "active").order_by(Item.id)).all()
+        return np.asarray(ids, dtype=np.int64)
 
     def item_stamp(self) -> tuple[int, int, int]:
         """(active items, all items, highest item id) in one query: changes whenever items are
