@@ -27,6 +27,7 @@ from labelkit.atomic import write_atomically
 from labelkit.backbones import WeightsNotFound
 from labelkit.features import Plan, feature_model, features, plan
 from labelkit.store import Store
+from labelkit.store.versions import FAST_PREFIX
 
 Report = Callable[[dict[str, Any]], Any]
 
@@ -221,7 +222,7 @@ def publish(
         metrics["round_trip"] = round_trip(emb_lb, y, state.fs.emb[unl], k, seed=0)
     version_id = record_version(
         store,
-        method=f"fast:{served}",
+        method=f"{FAST_PREFIX}{served}",
         backbone=plan_.backbone,
         config=config,
         metrics=metrics,

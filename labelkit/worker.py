@@ -366,18 +366,13 @@ def warm_start_state(
     since that version starts at zero weights (every logit equal to the others' mean bias). A
     version with another backbone or input shape cannot be reused: the round starts fresh.
     """
-    latest = store.versions.latest()
+    latest = store.versions.latest(fast=False)  # a fast version is a head on frozen features
     if latest is None:
-        return None, {"from_version": None, "why_not": "first model of this workspace"}
+        return None, {"from_version": None, "why_not": "first deep round of this workspace"}
     path = store.workspace.path(latest.path) / "model.pt"
     if not path.exists():
         return None, {"from_version": None, "why_not": f"version {latest.id} has no model file"}
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved.get("kind") == "fast":
-        return None, {
-            "from_version": None,
-            "why_not": f"version {latest.id} is a fast model (a head on frozen features)",
-        }
     was = (saved["config"]["model"], int(saved["in_channels"]), int(saved["image_size"]))
     now = (config.model, channels, image_size)
     if was != now:
@@ -646,7 +641,8 @@ class Worker:
             return False
         if not self._deep_by_default():
             return False
-        latest = self.store.versions.latest()
+        # New labels since the last deep round: fast refreshes after each burst do not reset it.
+        latest = self.store.versions.latest(fast=False)
         since = int(latest.metrics.get("last_annotation_id", 0)) if latest else 0
         return len(self.store.annotations(since_id=since)) >= self.settings.auto_min_new_labels
 

@@ -197,3 +197,46 @@ def test_a_deep_round_on_photos_fine_tunes_the_chosen_pretrained_backbone(
     start = net.state_dict()["conv1.0.weight"]
     assert (saved["state_dict"]["body.conv1.0.weight"] - start).abs().max() < 0.05
     assert (torch.randn_like(start) * start.std() - start).abs().max() > 0.05
+
+
+def test_deep_rounds_count_and_warm_start_from_deep_rounds_not_from_fast_refreshes(store: Store) -> None:
+    """Fast versions follow every burst of labels; a deep round must still warm-start from the last
+    deep round, and the new labels that start one are counted since that round."""
+    import torch
+
+    from labelkit.demo import build_demo, source_index
+    from labelkit.worker import run_round
+
+    build_demo(store, limit=40)
+    items = store.item_table()
+    names = dict(zip(items["item_id"], items["original_name"], strict=True))
+    from sklearn.datasets import load_digits
+
+    truth = load_digits().target
+    ids = [int(i) for i in items["item_id"]]
+
+    def label(some: list[int]) -> None:
+        for i in some:
+            store.label(i, store.class_by_name(str(truth[source_index(names[i])])).id, annotator="expert")
+
+    label(ids[:12])
+    tiny = {"steps": 4, "batch_size": 8, "mu": 1, "checkpoint_every": 0, "log_every": 1}
+
+    def deep_round() -> int:
+        store.jobs.enqueue("train", {"config": tiny, "image_size": 16})
+        job = store.jobs.claim("t")
+        version = run_round(
+            store, job, settings=WorkerSettings(), device=torch.device("cpu"), report=lambda p: False
+        )
+        assert version is not None
+        store.jobs.finish(job.id, "done", model_version_id=version)  # as the worker does
+        return version
+
+    deep = deep_round()
+    label(ids[12:15])
+    fast_version = publish(store, prepare(store, FastState()))
+    assert store.versions.latest().id == fast_version and store.versions.latest(fast=False).id == deep
+    worker = Worker(store, WorkerSettings(auto_min_new_labels=3), log=lambda m: None)
+    assert worker._labels_warrant_a_round()  # 3 labels since the deep round, none since the fast one
+    second = deep_round()
+    assert store.versions.get(second).metrics["warm_start"]["from_version"] == deep

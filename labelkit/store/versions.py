@@ -19,6 +19,7 @@ from labelkit.store.schema import ModelVersion, Prediction
 if TYPE_CHECKING:
     from labelkit.store.store import Store
 
+FAST_PREFIX = "fast:"  # method of a fast-model version (labelkit.refresh)
 PREDICTION_COLUMNS = ["item_id", "class_id", "confidence", "margin", "entropy"]
 
 
@@ -123,14 +124,14 @@ class ModelRegistry:
                 raise LookupError(f"no model version {version_id}")
             return _version(row)
 
-    def latest(self) -> VersionInfo | None:
+    def latest(self, *, fast: bool = True) -> VersionInfo | None:
+        """The newest ready version; ``fast=False``: the newest deep round's, skipping the fast
+        model's refreshes (method ``fast:…``), which follow every burst of labels."""
+        query = select(ModelVersion).where(ModelVersion.status == "ready")
+        if not fast:
+            query = query.where(~ModelVersion.method.startswith(FAST_PREFIX))
         with self._store.read() as s:
-            row = s.scalars(
-                select(ModelVersion)
-                .where(ModelVersion.status == "ready")
-                .order_by(ModelVersion.id.desc())
-                .limit(1)
-            ).first()
+            row = s.scalars(query.order_by(ModelVersion.id.desc()).limit(1)).first()
             return _version(row) if row is not None else None
 
     def all(self) -> list[VersionInfo]:
